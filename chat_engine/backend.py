@@ -1,0 +1,68 @@
+"""The chat backend interface, and its in-process transformers implementation."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any, Iterator, Protocol, Sequence
+
+from chat_engine.params import GenerationParams, model_defaults
+from chat_engine.prompt import Message, encode_prompt, render_prompt
+from chat_engine.stream import ChatStream
+from model_loader.loader import LoadedModel
+
+
+class ChatBackend(Protocol):
+    """What the page needs from an engine: in-process today, an OpenAI-compatible server tomorrow."""
+
+    def default_params(self) -> GenerationParams: ...
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams,
+                    stop: threading.Event | None = None) -> Iterator[str]: ...
+
+
+def build_generation_config(base: Any, params: GenerationParams, tokenizer: Any) -> Any:
+    """The model's own generation config with the user's parameters applied, free of conflicting flags."""
+    cfg = copy.deepcopy(base)
+    cfg.max_new_tokens = params.max_new_tokens
+    cfg.max_length = None  # max_new_tokens alone bounds the answer
+    cfg.do_sample = params.do_sample
+    cfg.repetition_penalty = params.repetition_penalty
+    cfg.min_new_tokens = params.max_new_tokens if params.ignore_eos else None
+    if params.do_sample:
+        cfg.temperature, cfg.top_p, cfg.top_k = params.temperature, params.top_p, params.top_k
+    else:
+        # Sampling knobs left set under greedy decoding make transformers warn on every request.
+        cfg.temperature = cfg.top_p = cfg.top_k = None
+    if cfg.eos_token_id is None:
+        cfg.eos_token_id = tokenizer.eos_token_id
+    if cfg.pad_token_id is None:
+        cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return cfg
+
+
+class TransformersBackend:
+    """Chat with a model loaded in this process."""
+
+    def __init__(self, loaded: LoadedModel, max_new_tokens: int, stall_timeout_s: float) -> None:
+        self.loaded = loaded
+        self._max_new_tokens = max_new_tokens
+        self._stall_timeout_s = stall_timeout_s
+
+    def default_params(self) -> GenerationParams:
+        base = self.loaded.model.generation_config.to_dict()
+        return model_defaults(base, self.loaded.spec.generation, self._max_new_tokens)
+
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        return render_prompt(self.loaded.tokenizer, messages)
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams,
+                    stop: threading.Event | None = None) -> ChatStream:
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        inputs = encode_prompt(tokenizer, messages, device=model.get_input_embeddings().weight.device)
+        config = build_generation_config(model.generation_config, params, tokenizer)
+        if params.seed is not None:
+            import torch
+
+            torch.manual_seed(params.seed)
+        return ChatStream(model, tokenizer, inputs, config, stop=stop, stall_timeout_s=self._stall_timeout_s)

@@ -1,0 +1,143 @@
+"""The one owner of the loaded model: loads, swaps, frees, and hands out chat streams."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+from chat_engine.backend import TransformersBackend
+from chat_engine.params import GenerationParams
+from chat_engine.prompt import Message
+from chat_engine.stream import ChatStream
+from model_loader.devices import DeviceFacts, plan_placement, probe_devices
+from model_loader.download import model_dir
+from model_loader.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
+from model_loader.loader import LoadedModel, load_checkpoint
+from model_loader.memory import MemorySnapshot, free_cached_memory, snapshot
+from model_loader.registry import ModelSpec
+from model_loader.settings import Settings
+
+log = logging.getLogger(__name__)
+State = Literal["empty", "loading", "ready", "error"]
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the sidebar shows about the model."""
+
+    state: State
+    model_id: str | None = None
+    model_name: str | None = None
+    message: str = ""
+    device_summary: str = ""
+    dtype: str = ""
+    load_seconds: float | None = None
+
+
+class Engine:
+    """Exactly one model resident at a time, shared by every browser session (thread-safe).
+
+    Loading another model first cancels every running generation, waits for it, drops the old
+    model and returns its memory; only then does the new one load.
+    """
+
+    def __init__(self, settings: Settings, devices: DeviceFacts | None = None) -> None:
+        self.settings = settings
+        self.devices = devices if devices is not None else probe_devices()
+        self._lock = threading.RLock()
+        self._backend: TransformersBackend | None = None
+        self._status = EngineStatus(state="empty", message="No model loaded.")
+        self._streams: set[ChatStream] = set()
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.devices.cuda_count > 0
+
+    def status(self) -> EngineStatus:
+        return self._status
+
+    def load(self, spec: ModelSpec, on_stage: Callable[[str], None] | None = None) -> EngineStatus:
+        """Make `spec` the loaded model (no-op if it already is); raises a `MoEChatError` on failure."""
+        say = on_stage or (lambda _msg: None)
+        with self._lock:
+            if self._backend is not None and self._backend.loaded.spec == spec:
+                return self._status
+            self._unload_locked()
+            self._status = EngineStatus(state="loading", model_id=spec.id, model_name=spec.name,
+                                        message=f"Loading {spec.name}...")
+            try:
+                placement = plan_placement(self.devices, self.settings)
+                say(f"Locating the files of {spec.name} ({spec.where})...")
+                folder = model_dir(spec, self.settings)
+                say(f"Loading weights from {folder} ({placement.dtype} on {placement.device})...")
+                loaded = load_checkpoint(spec, folder, placement)
+            except MoEChatError as exc:
+                self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
+                free_cached_memory()
+                raise
+            except Exception as exc:  # anything unforeseen still reaches the user as advice
+                error = ModelLoadError(f"{spec.name} failed to load: {type(exc).__name__}: {exc}")
+                self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name,
+                                            message=str(error))
+                free_cached_memory()
+                raise error from exc
+            self._backend = TransformersBackend(loaded, self.settings.max_new_tokens, self.settings.stall_timeout_s)
+            self._status = self._ready_status(loaded)
+            return self._status
+
+    @staticmethod
+    def _ready_status(loaded: LoadedModel) -> EngineStatus:
+        return EngineStatus(state="ready", model_id=loaded.spec.id, model_name=loaded.spec.name,
+                            message=f"{loaded.spec.name} is ready.", device_summary=loaded.device_summary,
+                            dtype=loaded.placement.dtype, load_seconds=loaded.load_seconds)
+
+    def unload(self) -> None:
+        """Cancel generations and free the model."""
+        with self._lock:
+            self._unload_locked()
+            self._status = EngineStatus(state="empty", message="No model loaded.")
+
+    def _unload_locked(self) -> None:
+        for stream in list(self._streams):
+            stream.cancel()
+        for stream in list(self._streams):
+            if not stream.join(timeout=60.0):
+                log.warning("a generation did not stop within 60 s of cancellation")
+        self._streams.clear()
+        if self._backend is not None:
+            log.info("unloading %s", self._backend.loaded.spec.id)
+            self._backend = None
+            free_cached_memory()
+
+    def _require_backend(self) -> TransformersBackend:
+        backend = self._backend
+        if backend is None:
+            raise ModelNotLoadedError("No model is loaded: choose one in the sidebar and press Load.")
+        return backend
+
+    def default_params(self) -> GenerationParams:
+        return self._require_backend().default_params()
+
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        return self._require_backend().render_prompt(messages)
+
+    def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
+             stop: threading.Event | None = None) -> ChatStream:
+        """Start answering `messages`; iterate the returned stream for the text."""
+        with self._lock:
+            backend = self._require_backend()
+            stream = backend.stream_chat(messages, params or backend.default_params(), stop)
+            self._streams = {s for s in self._streams if not s.join(timeout=0)} | {stream}
+            return stream
+
+    def active_generations(self) -> int:
+        return sum(1 for s in list(self._streams) if not s.join(timeout=0))
+
+    def memory(self) -> MemorySnapshot:
+        return snapshot()
+
+    def close(self) -> None:
+        """Release everything (called when the page's resource cache drops the engine)."""
+        self.unload()

@@ -1,0 +1,186 @@
+"""Run `generate` in a worker thread and hand its text to the caller as a plain iterator."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
+
+from model_loader.errors import GenerationError, GenerationTimeout, MoEChatError
+
+FinishReason = Literal["eos", "length", "stopped", "error"]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """How a finished generation went; shown under the answer."""
+
+    finish_reason: FinishReason
+    new_tokens: int
+    prompt_tokens: int
+    time_to_first_token_s: float | None
+    elapsed_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.time_to_first_token_s is None or self.new_tokens < 2:
+            return None
+        decode_s = self.elapsed_s - self.time_to_first_token_s
+        return (self.new_tokens - 1) / decode_s if decode_s > 0 else None
+
+
+def _make_streamer(tokenizer: Any, poll_s: float):
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        """Counts new tokens and notes when the first arrives (the prompt is skipped)."""
+
+        new_tokens = 0
+        first_token_at: float | None = None
+
+        def put(self, value: Any) -> None:
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.new_tokens += int(value.numel())
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+            super().put(value)
+
+    return CountingStreamer(tokenizer, skip_prompt=True, timeout=poll_s, skip_special_tokens=True)
+
+
+def _stop_criteria(stop: threading.Event):
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class EventStop(StoppingCriteria):
+        """Ends generation at the next token once `stop` is set."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+            # [batch] of one flag per sequence
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([EventStop()])
+
+
+def translate_error(exc: BaseException) -> MoEChatError:
+    """Library exceptions become one domain error with advice, translated here and only here."""
+    if isinstance(exc, MoEChatError):
+        return exc
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        from model_loader.memory import free_cached_memory
+
+        free_cached_memory()
+        return GenerationError("Out of GPU memory while generating. The conversation is kept: lower "
+                               "'max new tokens', start a new chat with less history, or load the model "
+                               "with more GPUs or 8-bit/4-bit weights.")
+    return GenerationError(f"Generation failed ({type(exc).__name__}: {exc}). The conversation is kept; "
+                           "try again, and reload the model if it keeps failing.")
+
+
+class ChatStream(Iterator[str]):
+    """Text of one reply as it is generated. Iterate it; `cancel()` stops it within one token.
+
+    After iteration ends, `result` says why it ended. An exception in the worker is re-raised to the
+    iterating caller as a `GenerationError`; a worker that produces no token for `stall_timeout_s`
+    raises `GenerationTimeout` instead of leaving the caller blocked.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
+                 *, stop: threading.Event | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
+                 on_close: Callable[[ChatStream], None] | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self.result: GenerationResult | None = None
+        self._stall_timeout_s = stall_timeout_s
+        self._poll_s = poll_s
+        self._on_close = on_close
+        self._streamer = _make_streamer(tokenizer, poll_s)
+        self._error: BaseException | None = None
+        self._last_token: int | None = None
+        self._prompt_tokens = int(inputs["input_ids"].shape[1])
+        self._max_new_tokens = generation_config.max_new_tokens
+        eos = generation_config.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self._started = time.perf_counter()
+        self._last_activity = self._started
+        self._closed = False
+        kwargs = dict(inputs, generation_config=generation_config, streamer=self._streamer,
+                      stopping_criteria=_stop_criteria(self.stop))
+        self._thread = threading.Thread(target=self._work, args=(model, kwargs), name="moe-chat-generate",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self, model: Any, kwargs: dict[str, Any]) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                out = model.generate(**kwargs)  # [1, prompt + new tokens]
+            self._last_token = int(out[0, -1])
+        except BaseException as exc:  # re-raised in the consumer's thread
+            self._error = exc
+            self._streamer.end()
+
+    def __next__(self) -> str:
+        while not self._closed:
+            try:
+                text = self._streamer.text_queue.get(timeout=self._poll_s)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._streamer.text_queue.empty():
+                    self._finish()  # the worker died without ending the stream
+                elif time.perf_counter() - self._last_activity > self._stall_timeout_s:
+                    self.stop.set()
+                    self._finish(GenerationTimeout(
+                        f"No token for {self._stall_timeout_s:.0f} s: generation was stopped. The model may be "
+                        "overloaded or offloaded to CPU/disk; check the memory panel and try again."))
+                continue
+            if text is self._streamer.stop_signal:
+                self._finish()
+            elif text:
+                self._last_activity = time.perf_counter()
+                return text
+        raise StopIteration
+
+    def _finish(self, error: MoEChatError | None = None) -> None:
+        if error is None:  # a stalled worker is left to end on its own: it has been told to stop
+            self._thread.join()
+        self._closed = True
+        failure = error or (translate_error(self._error) if self._error is not None else None)
+        streamer = self._streamer
+        reason: FinishReason
+        if failure is not None:
+            reason = "error"
+        elif self._last_token in self._eos_ids:
+            reason = "eos"
+        elif streamer.new_tokens >= self._max_new_tokens:
+            reason = "length"
+        else:
+            reason = "stopped" if self.stop.is_set() else "eos"
+        ttft = None if streamer.first_token_at is None else streamer.first_token_at - self._started
+        self.result = GenerationResult(reason, streamer.new_tokens, self._prompt_tokens, ttft,
+                                       time.perf_counter() - self._started)
+        if self._on_close is not None:
+            self._on_close(self)
+        if failure is not None:
+            raise failure
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated so far."""
+        return self._streamer.new_tokens
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current token."""
+        self.stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker thread; True once it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return it whole."""
+        return "".join(self)

@@ -1,0 +1,25 @@
+"""Session-state keys of the page, initialised in one place."""
+
+from __future__ import annotations
+
+from typing import Any, MutableMapping
+
+MESSAGES = "messages"  # list[{"role", "content"}], the conversation shown and sent
+MODEL_CHOICE = "model_choice"  # registry id picked in the sidebar
+LOCAL_FOLDERS = "local_folders"  # model folders the user added in this session
+AUTOLOADED = "autoloaded"  # the default model was loaded once for this session
+NOTICE = "notice"  # (level, text) to show once after a rerun
+
+
+def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
+    """Give every key its starting value unless it already has one."""
+    defaults: dict[str, Any] = {
+        MESSAGES: [],
+        MODEL_CHOICE: default_model_id,
+        LOCAL_FOLDERS: [],
+        AUTOLOADED: False,
+        NOTICE: None,
+    }
+    for key, value in defaults.items():
+        if key not in session:
+            session[key] = value

@@ -1,0 +1,1 @@
+"""Getting a model into memory: registry, settings, download, placement, loading, memory readings."""

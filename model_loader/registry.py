@@ -1,0 +1,136 @@
+"""The model registry: rows of `ModelSpec` read from the built-in TOML file and the user's own."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+from model_loader.errors import RegistryError
+
+BUILTIN_FILE = Path(__file__).with_name("models.toml")
+Source = Literal["modelscope", "huggingface", "local"]
+Kind = Literal["chat", "base", "demo"]
+_SOURCES = ("modelscope", "huggingface", "local")
+_KINDS = ("chat", "base", "demo")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model the app can load, and the facts the app needs about it."""
+
+    id: str
+    name: str
+    source: Source
+    modelscope_id: str | None = None
+    hf_id: str | None = None
+    path: Path | None = None
+    kind: Kind = "chat"
+    gpu_only: bool = False  # too large for CPU: never the default without a GPU
+    preload: bool = False  # load at page start when this is the default model
+    system_prompt: str | None = None
+    chat_template: str | None = None  # used when the tokenizer carries none
+    notes: str = ""
+    total_params_b: float | None = None
+    active_params_b: float | None = None
+    trust_remote_code: bool = False
+    generation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def where(self) -> str:
+        """Human-readable origin: hub id or folder."""
+        if self.source == "local":
+            return str(self.path)
+        return (self.modelscope_id if self.source == "modelscope" else self.hf_id) or "?"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All known models, in display order."""
+
+    specs: tuple[ModelSpec, ...]
+
+    def get(self, model_id: str) -> ModelSpec:
+        for spec in self.specs:
+            if spec.id == model_id:
+                return spec
+        known = ", ".join(s.id for s in self.specs)
+        raise RegistryError(f"Unknown model id {model_id!r}. Known models: {known}.")
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.specs]
+
+    def default_id(self, has_gpu: bool, preferred: str | None = None) -> str:
+        """The preferred id if known, else the first model this machine can run."""
+        if preferred:
+            return self.get(preferred).id
+        for spec in self.specs:
+            runnable = spec.kind != "demo" if has_gpu else not spec.gpu_only
+            if runnable:
+                return spec.id
+        return self.specs[0].id
+
+    def with_local_folder(self, folder: str | Path) -> tuple[Registry, ModelSpec]:
+        """Add (or reuse) a row for a model folder typed by the user."""
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise RegistryError(f"{path} is not a folder. Give the folder that holds config.json.")
+        if not (path / "config.json").is_file():
+            raise RegistryError(f"{path} has no config.json: give the folder of a transformers checkpoint.")
+        spec = ModelSpec(id=f"local:{path}", name=f"{path.name} (local)", source="local", path=path,
+                         notes=f"Local folder {path}")
+        if spec.id in self.ids:
+            return self, self.get(spec.id)
+        return Registry(self.specs + (spec,)), spec
+
+
+_FIELDS = {f.name for f in fields(ModelSpec)}
+
+
+def _spec_from_row(row: dict[str, Any], base_dir: Path, formats: Mapping[str, str], origin: Path) -> ModelSpec:
+    where = f"{origin}: model {row.get('id', '?')!r}"
+    unknown = set(row) - _FIELDS - {"chat_format"}
+    if unknown:
+        raise RegistryError(f"{where} has unknown fields {sorted(unknown)}; allowed: {sorted(_FIELDS)}.")
+    for required in ("id", "name", "source"):
+        if not row.get(required):
+            raise RegistryError(f"{where} lacks the field {required!r}.")
+    row = dict(row)
+    if row["source"] not in _SOURCES:
+        raise RegistryError(f"{where}: source must be one of {_SOURCES}, not {row['source']!r}.")
+    if row.get("kind", "chat") not in _KINDS:
+        raise RegistryError(f"{where}: kind must be one of {_KINDS}, not {row['kind']!r}.")
+    fmt = row.pop("chat_format", None)
+    if fmt is not None:
+        if fmt not in formats:
+            raise RegistryError(f"{where}: chat_format {fmt!r} is not defined; known: {sorted(formats)}.")
+        row.setdefault("chat_template", formats[fmt])
+    if row.get("path") is not None:
+        row["path"] = (base_dir / Path(row["path"]).expanduser()).resolve()
+    needed = {"local": "path", "modelscope": "modelscope_id", "huggingface": "hf_id"}[row["source"]]
+    if not row.get(needed):
+        raise RegistryError(f"{where}: source {row['source']!r} needs the field {needed!r}.")
+    row["generation"] = MappingProxyType(dict(row.get("generation", {})))
+    return ModelSpec(**row)
+
+
+def _read(file: Path, formats: dict[str, str]) -> list[ModelSpec]:
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"Cannot read the model list {file}: {exc}. Fix the file or remove it.") from exc
+    formats.update(data.get("chat_formats", {}))
+    return [_spec_from_row(row, file.parent, formats, file) for row in data.get("models", [])]
+
+
+def load_registry(user_file: Path | None = None) -> Registry:
+    """Built-in rows, then the user's file (rows with a known id replace the built-in ones)."""
+    formats: dict[str, str] = {}
+    specs = {s.id: s for s in _read(BUILTIN_FILE, formats)}
+    if user_file is not None and user_file.is_file():
+        for spec in _read(user_file, formats):
+            specs[spec.id] = spec
+    return Registry(tuple(specs.values()))
