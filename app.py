@@ -32,14 +32,14 @@ def current_registry(settings: Settings) -> Registry:
 
 
 def load_model(engine: Engine, spec) -> None:
+    """Load with visible progress, then rerun so every widget shows the new state."""
     with st.status(f"Loading {spec.name}...", expanded=True) as box:
         try:
             engine.load(spec, on_stage=box.write)
-        except MoEChatError as exc:
+        except MoEChatError:
             box.update(label=f"{spec.name} did not load", state="error")
-            st.error(str(exc), icon=":material/error:")
-            return
-        box.update(label=f"{spec.name} loaded", state="complete", expanded=False)
+            return  # the engine's status carries the reason; the sidebar shows it
+    st.rerun()
 
 
 def main() -> None:
@@ -50,6 +50,11 @@ def main() -> None:
 
     with st.sidebar:
         st.title("MoE Chat")
+        if not st.session_state[state.AUTOLOADED]:
+            st.session_state[state.AUTOLOADED] = True
+            default = registry.get(st.session_state[state.MODEL_CHOICE])
+            if default.preload and engine.status().state == "empty":
+                load_model(engine, default)
         choice = sidebar.render_model_picker(registry, engine.status())
         if choice.added_folder:
             try:
@@ -58,13 +63,12 @@ def main() -> None:
                 st.error(str(exc), icon=":material/error:")
             else:
                 st.session_state[state.LOCAL_FOLDERS].append(choice.added_folder)
-                st.session_state[state.MODEL_CHOICE] = added.id
+                st.session_state[state.PENDING_CHOICE] = added.id
                 st.rerun()
-        first_visit = not st.session_state[state.AUTOLOADED]
-        st.session_state[state.AUTOLOADED] = True
         if choice.unload:
             engine.unload()
-        elif choice.load or (first_visit and engine.status().state == "empty" and choice.spec.preload):
+            st.rerun()
+        elif choice.load:
             load_model(engine, choice.spec)
         sidebar.render_status(engine.status())
         st.divider()

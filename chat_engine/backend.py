@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Any, Iterator, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import Message, encode_prompt, render_prompt
 from chat_engine.stream import ChatStream
 from model_loader.loader import LoadedModel
+from model_loader.settings import Settings
 
 
 class ChatBackend(Protocol):
@@ -44,14 +46,13 @@ def build_generation_config(base: Any, params: GenerationParams, tokenizer: Any)
 class TransformersBackend:
     """Chat with a model loaded in this process."""
 
-    def __init__(self, loaded: LoadedModel, max_new_tokens: int, stall_timeout_s: float) -> None:
+    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
         self.loaded = loaded
-        self._max_new_tokens = max_new_tokens
-        self._stall_timeout_s = stall_timeout_s
+        self._settings = settings
 
     def default_params(self) -> GenerationParams:
         base = self.loaded.model.generation_config.to_dict()
-        return model_defaults(base, self.loaded.spec.generation, self._max_new_tokens)
+        return model_defaults(base, self.loaded.spec.generation, self._settings.max_new_tokens)
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
         return render_prompt(self.loaded.tokenizer, messages)
@@ -65,4 +66,5 @@ class TransformersBackend:
             import torch
 
             torch.manual_seed(params.seed)
-        return ChatStream(model, tokenizer, inputs, config, stop=stop, stall_timeout_s=self._stall_timeout_s)
+        return ChatStream(model, tokenizer, inputs, config, stop=stop, stall_timeout_s=self._settings.stall_timeout_s,
+                          chunk_interval_s=self._settings.chunk_interval_s)

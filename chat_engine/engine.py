@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from chat_engine.backend import TransformersBackend
 from chat_engine.params import GenerationParams
@@ -83,7 +84,7 @@ class Engine:
                                             message=str(error))
                 free_cached_memory()
                 raise error from exc
-            self._backend = TransformersBackend(loaded, self.settings.max_new_tokens, self.settings.stall_timeout_s)
+            self._backend = TransformersBackend(loaded, self.settings)
             self._status = self._ready_status(loaded)
             return self._status
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from model_loader.errors import GenerationError, GenerationTimeout, MoEChatError
 
@@ -31,23 +32,58 @@ class GenerationResult:
         return (self.new_tokens - 1) / decode_s if decode_s > 0 else None
 
 
-def _make_streamer(tokenizer: Any, poll_s: float):
+def _make_streamer(tokenizer: Any, poll_s: float, chunk_interval_s: float):
     from transformers import TextIteratorStreamer
 
-    class CountingStreamer(TextIteratorStreamer):
-        """Counts new tokens and notes when the first arrives (the prompt is skipped)."""
+    class IncrementalStreamer(TextIteratorStreamer):
+        """Hands text over at most once per `chunk_interval_s`, decoding only the tokens since the last hand-over.
 
-        new_tokens = 0
-        first_token_at: float | None = None
+        The base class re-decodes every token since the last newline on each step (quadratic in a long
+        paragraph) and wakes the consumer thread for every token. Here text is decoded when it is handed
+        over, as the text of `ids[prefix:]` minus the text of `ids[prefix:read]` (the offsets technique of
+        serving engines, right for tokenizers that drop a leading space when decoding a slice), and a
+        chunk that would end inside a multi-byte character waits for the next token.
+        """
+
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, timeout=poll_s, skip_special_tokens=True)
+            self.ids: list[int] = []
+            self.prefix = 0
+            self.read = 0
+            self.new_tokens = 0
+            self.first_token_at: float | None = None
+            self.handed_over_at: float | None = None
 
         def put(self, value: Any) -> None:
-            if not (self.skip_prompt and self.next_tokens_are_prompt):
-                self.new_tokens += int(value.numel())
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
-            super().put(value)
+            if self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            now = time.perf_counter()
+            self.new_tokens += int(value.numel())
+            if self.first_token_at is None:
+                self.first_token_at = now
+            self.ids.extend(value.reshape(-1).tolist())
+            if self.handed_over_at is None or now - self.handed_over_at >= chunk_interval_s:
+                text = self._decode_new(final=False)
+                if text:
+                    self.handed_over_at = now
+                    self.on_finalized_text(text)
 
-    return CountingStreamer(tokenizer, skip_prompt=True, timeout=poll_s, skip_special_tokens=True)
+        def _decode_new(self, final: bool) -> str:
+            decode = self.tokenizer.decode
+            before = decode(self.ids[self.prefix:self.read], **self.decode_kwargs)
+            after = decode(self.ids[self.prefix:], **self.decode_kwargs)
+            if not final and (len(after) <= len(before) or after.endswith("\ufffd")):
+                return ""
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+
+        def end(self) -> None:
+            tail = self._decode_new(final=True) if self.read < len(self.ids) else ""
+            self.next_tokens_are_prompt = True
+            self.on_finalized_text(tail, stream_end=True)
+
+    return IncrementalStreamer()
 
 
 def _stop_criteria(stop: threading.Event):
@@ -91,13 +127,13 @@ class ChatStream(Iterator[str]):
 
     def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
                  *, stop: threading.Event | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 on_close: Callable[[ChatStream], None] | None = None) -> None:
+                 chunk_interval_s: float = 0.02, on_close: Callable[[ChatStream], None] | None = None) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
         self._on_close = on_close
-        self._streamer = _make_streamer(tokenizer, poll_s)
+        self._streamer = _make_streamer(tokenizer, poll_s, chunk_interval_s)
         self._error: BaseException | None = None
         self._last_token: int | None = None
         self._prompt_tokens = int(inputs["input_ids"].shape[1])

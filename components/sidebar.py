@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
@@ -25,6 +26,9 @@ def render_model_picker(registry: Any, status: Any) -> ModelChoice:
     """Model selectbox, its notes, Load/Unload buttons, and a field to add a local folder."""
     st.subheader("Model")
     ids = registry.ids
+    pending = st.session_state.pop(state.PENDING_CHOICE, None)
+    if pending is not None:
+        st.session_state[state.MODEL_CHOICE] = pending
     if st.session_state.get(state.MODEL_CHOICE) not in ids:
         st.session_state[state.MODEL_CHOICE] = ids[0]
     names = {s.id: s.name for s in registry.specs}
@@ -58,7 +62,8 @@ def render_model_picker(registry: Any, status: Any) -> ModelChoice:
 def render_status(status: Any) -> None:
     """One line for the engine's state, plus where the layers went once loaded."""
     if status.state == "ready":
-        st.success(f"**{status.model_name}** ready · {status.dtype} · {status.device_summary}", icon=":material/check_circle:")
+        st.success(f"**{status.model_name}** ready · {status.dtype} · {status.device_summary}",
+                   icon=":material/check_circle:")
     elif status.state == "loading":
         st.info(status.message, icon=":material/hourglass_top:")
     elif status.state == "error":

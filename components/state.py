@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 MESSAGES = "messages"  # list[{"role", "content"}], the conversation shown and sent
 MODEL_CHOICE = "model_choice"  # registry id picked in the sidebar
+PENDING_CHOICE = "pending_model_choice"  # id to select on the next run (a widget's key can't be set after it draws)
 LOCAL_FOLDERS = "local_folders"  # model folders the user added in this session
 AUTOLOADED = "autoloaded"  # the default model was loaded once for this session
 NOTICE = "notice"  # (level, text) to show once after a rerun

@@ -32,6 +32,7 @@ class Settings:
     gpu_dtype: str = "bfloat16"
     max_new_tokens: int = 512
     stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error
+    chunk_interval_s: float = 0.02  # the engine hands text over at most 50 times a second
     stream_interval_s: float = 0.05  # the page redraws a streaming answer at most 20 times a second
     memory_refresh_s: float = 2.0
 

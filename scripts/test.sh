@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what the tests need (Python packages and Debian's chromium for the browser tests), lint, and run
+# every test tier. Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not browser"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+# Keep an existing torch (a CUDA build on GPU machines); otherwise take 2.13.0, a CPU build where one is
+# provided locally, else PyPI's.
+"$PYTHON" -c "import torch" 2>/dev/null || "$PYTHON" -m pip install --quiet "torch==2.13.0"
+"$PYTHON" -m pip install --quiet -r requirements-dev.txt
+
+# Playwright drives the system Chromium: its own browser download needs network access the tests must not need.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+"$PYTHON" -m ruff check .
+exec "$PYTHON" -m pytest "$@"

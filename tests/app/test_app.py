@@ -1,0 +1,90 @@
+"""The page, driven headless with Streamlit's AppTest: chat, persistence, switching, clearing."""
+
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME
+from tests.helpers import KNOWN_ANSWERS, ROOT
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def app(monkeypatch, models_file):
+    """A fresh page session with the demo model preloaded and the tiny random model registered."""
+    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    yield at
+    st.cache_resource.clear()  # releases the engine and its model
+
+
+def chat_messages(at: AppTest) -> list[tuple[str, str]]:
+    return [(m.name, m.markdown[0].value) for m in at.chat_message]
+
+
+def status_text(at: AppTest) -> str:
+    return " ".join(e.value for e in [*at.sidebar.success, *at.sidebar.info, *at.sidebar.error])
+
+
+def test_page_starts_with_the_demo_model_ready(app):
+    assert "Demo MoE (tiny, bundled)** ready" in status_text(app)
+    assert any("bundled demo model" in i.value for i in app.main.info)  # labelled honestly as a demo
+    assert app.chat_input[0].disabled is False
+
+
+def test_send_a_message_and_it_persists_across_reruns(app):
+    app.chat_input[0].set_value("Who are you?").run()
+    expected = [("user", "Who are you?"), ("assistant", KNOWN_ANSWERS["Who are you?"])]
+    assert chat_messages(app) == expected
+    app.run()
+    assert chat_messages(app) == expected
+    app.chat_input[0].set_value("Hello").run()
+    assert chat_messages(app) == expected + [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"])]
+
+
+def test_switch_model_shows_the_new_one_and_keeps_the_conversation(app):
+    app.chat_input[0].set_value("Hello").run()
+    app.selectbox(key="model_choice").select(RANDOM_MODEL_ID).run()
+    app.button(key="load_model").click().run()
+    assert f"{RANDOM_MODEL_NAME}** ready" in status_text(app)
+    assert not app.main.info  # the demo banner is gone with the demo
+    assert chat_messages(app)[:2] == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"])]
+
+
+def test_unload_disables_the_message_box(app):
+    app.button(key="unload_model").click().run()
+    assert "No model loaded" in status_text(app)
+    assert app.chat_input[0].disabled is True
+
+
+def test_clear_empties_the_history(app):
+    app.chat_input[0].set_value("Hello").run()
+    assert len(app.chat_message) == 2
+    app.button(key="clear_conversation").click().run()
+    assert len(app.chat_message) == 0
+    assert app.session_state["messages"] == []
+
+
+def test_memory_panel_shows_process_and_system_ram(app):
+    captions = " ".join(c.value for c in app.sidebar.caption)
+    assert "resident" in captions and "No CUDA GPU" in captions
+    assert any(p.proto.text.startswith("RAM:") for p in app.sidebar.get("progress"))
+
+
+def test_load_error_is_shown_and_the_page_keeps_working(app, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    app.sidebar.text_input(key="local_folder_input").input(str(tmp_path))
+    app.button(key="add_local_folder").click().run()
+    assert app.selectbox(key="model_choice").value == f"local:{tmp_path.resolve()}"
+    app.button(key="load_model").click().run()
+    assert "failed to load" in status_text(app)
+    app.selectbox(key="model_choice").select("demo-moe").run()
+    app.button(key="load_model").click().run()
+    app.chat_input[0].set_value("Hello").run()
+    assert chat_messages(app)[-1] == ("assistant", KNOWN_ANSWERS["Hello"])

@@ -1,0 +1,63 @@
+"""End to end: a person opens the page in Chromium, asks the demo model, and watches the answer stream in."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import KNOWN_ANSWERS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# Records every distinct text the last assistant bubble shows, as the page draws it.
+WATCH_ANSWER = """
+() => {
+  window.__seen = [];
+  const observer = new MutationObserver(() => {
+    const bubbles = document.querySelectorAll('[data-testid="stChatMessage"]');
+    if (bubbles.length < 2) return;
+    const body = bubbles[bubbles.length - 1].querySelector('[data-testid="stChatMessageContent"]');
+    const text = body ? body.innerText.trim() : '';
+    if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+}
+"""
+
+
+def ask(page, text: str) -> None:
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_demo_answers_in_the_browser_and_streams(server, page):
+    page.goto(server["url"])
+    page.get_by_text(re.compile(r"Demo MoE \(tiny, bundled\)\s*ready")).wait_for(timeout=60_000)
+    page.get_by_text("bundled demo model").wait_for()
+
+    ask(page, "Who are you?")
+    page.get_by_text(KNOWN_ANSWERS["Who are you?"]).wait_for(timeout=30_000)
+
+    page.evaluate(WATCH_ANSWER)
+    ask(page, "Tell me a story.")
+    story = KNOWN_ANSWERS["Tell me a story."]
+    page.get_by_test_id("stChatMessage").nth(3).get_by_text(story).wait_for(timeout=30_000)
+    seen = [s.replace("▌", "").strip() for s in page.evaluate("window.__seen")]
+    partial = [s for s in seen if s and s != story and story.startswith(s)]
+    assert len(partial) >= 2, f"the answer did not visibly grow; states seen: {seen}"
+
+    bubbles = page.get_by_test_id("stChatMessage")
+    assert bubbles.count() == 4
+    assert bubbles.nth(1).get_by_test_id("stChatMessageContent").inner_text().strip() == KNOWN_ANSWERS["Who are you?"]
+
+
+def test_server_log_stays_quiet_during_a_chat(server, page):
+    page.goto(server["url"])
+    page.get_by_text(re.compile(r"ready")).first.wait_for(timeout=60_000)
+    ask(page, "Hello")
+    page.get_by_text(KNOWN_ANSWERS["Hello"]).wait_for(timeout=30_000)
+    log = server["log"].read_text()
+    noisy = [line for line in log.splitlines() if re.search(r"warn|error|traceback|exception", line, re.I)]
+    assert noisy == [], "\n".join(noisy)

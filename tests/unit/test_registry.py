@@ -1,0 +1,83 @@
+"""The model registry is data: built-in rows, user rows from TOML, local folders, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_loader.errors import RegistryError
+from model_loader.registry import load_registry
+
+
+def test_builtin_rows():
+    reg = load_registry(None)
+    assert reg.ids[:4] == ["demo-moe", "qwen1.5-moe-a2.7b-chat", "xverse-moe-a4.2b", "xverse-moe-a4.2b-chat"]
+    qwen = reg.get("qwen1.5-moe-a2.7b-chat")
+    assert (qwen.source, qwen.modelscope_id, qwen.hf_id) == ("modelscope", "qwen/Qwen1.5-MoE-A2.7B-Chat",
+                                                             "Qwen/Qwen1.5-MoE-A2.7B-Chat")
+    assert qwen.chat_template is None  # Qwen's tokenizer carries its own template
+    assert reg.get("xverse-moe-a4.2b").kind == "base"
+    assert "assistant: " in reg.get("xverse-moe-a4.2b").chat_template
+    demo = reg.get("demo-moe")
+    assert demo.kind == "demo" and demo.preload and (demo.path / "config.json").is_file()
+
+
+def test_default_model_is_the_demo_without_gpu_and_a_real_model_with_one():
+    reg = load_registry(None)
+    assert reg.default_id(has_gpu=False) == "demo-moe"
+    assert reg.default_id(has_gpu=True) == "qwen1.5-moe-a2.7b-chat"
+    assert reg.default_id(has_gpu=False, preferred="xverse-moe-a4.2b") == "xverse-moe-a4.2b"
+    with pytest.raises(RegistryError, match="Unknown model id 'nope'"):
+        reg.default_id(has_gpu=False, preferred="nope")
+
+
+def test_user_file_adds_and_replaces_rows(tmp_path):
+    (tmp_path / "weights").mkdir()
+    user = tmp_path / "models.toml"
+    user.write_text(
+        '[[models]]\nid = "mine"\nname = "My MoE"\nsource = "local"\npath = "weights"\n'
+        '[models.generation]\ntemperature = 0.3\n'
+        '[[models]]\nid = "qwen1.5-moe-a2.7b-chat"\nname = "Qwen from HF"\nsource = "huggingface"\n'
+        'hf_id = "Qwen/Qwen1.5-MoE-A2.7B-Chat"\nchat_format = "xverse-moe"\n'
+    )
+    reg = load_registry(user)
+    mine = reg.get("mine")
+    assert mine.path == (tmp_path / "weights").resolve()  # relative to the file that names it
+    assert dict(mine.generation) == {"temperature": 0.3}
+    replaced = reg.get("qwen1.5-moe-a2.7b-chat")
+    assert replaced.name == "Qwen from HF" and replaced.source == "huggingface"
+    assert replaced.chat_template == reg.get("xverse-moe-a4.2b").chat_template  # built-in formats are shared
+    assert reg.ids.count("qwen1.5-moe-a2.7b-chat") == 1
+
+
+@pytest.mark.parametrize("row, message", [
+    ('id = "x"\nname = "X"\nsource = "local"\npath = "."\ncolour = "red"', "unknown fields \\['colour'\\]"),
+    ('id = "x"\nname = "X"\nsource = "ftp"', "source must be one of"),
+    ('id = "x"\nname = "X"\nsource = "modelscope"', "needs the field 'modelscope_id'"),
+    ('id = "x"\nsource = "local"\npath = "."', "lacks the field 'name'"),
+    ('id = "x"\nname = "X"\nsource = "local"\npath = "."\nchat_format = "nope"', "chat_format 'nope' is not defined"),
+])
+def test_bad_rows_are_refused_with_the_reason(tmp_path, row, message):
+    user = tmp_path / "models.toml"
+    user.write_text("[[models]]\n" + row + "\n")
+    with pytest.raises(RegistryError, match=message):
+        load_registry(user)
+
+
+def test_broken_toml_names_the_file(tmp_path):
+    user = tmp_path / "models.toml"
+    user.write_text("[[models]\n")
+    with pytest.raises(RegistryError, match="models.toml"):
+        load_registry(user)
+
+
+def test_local_folder_typed_in_the_sidebar(tmp_path):
+    reg = load_registry(None)
+    with pytest.raises(RegistryError, match="not a folder"):
+        reg.with_local_folder(tmp_path / "missing")
+    with pytest.raises(RegistryError, match="no config.json"):
+        reg.with_local_folder(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    reg2, spec = reg.with_local_folder(str(tmp_path))
+    assert spec.source == "local" and spec.path == tmp_path.resolve() and spec.id in reg2.ids
+    reg3, again = reg2.with_local_folder(tmp_path)
+    assert again == spec and len(reg3.specs) == len(reg2.specs)
