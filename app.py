@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from chat_engine.engine import Engine
-from components import chat, sidebar, state
+from components import chat, load_panel, sidebar, state
 from model_loader.errors import MoEChatError
 from model_loader.registry import Registry, load_registry
 from model_loader.settings import Settings
@@ -55,7 +55,8 @@ def main() -> None:
             default = registry.get(st.session_state[state.MODEL_CHOICE])
             if default.preload and engine.status().state == "empty":
                 load_model(engine, default)
-        choice = sidebar.render_model_picker(registry, engine.status())
+        job = engine.job()
+        choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running)
         if choice.added_folder:
             try:
                 registry, added = registry.with_local_folder(choice.added_folder)
@@ -65,12 +66,21 @@ def main() -> None:
                 st.session_state[state.LOCAL_FOLDERS].append(choice.added_folder)
                 st.session_state[state.PENDING_CHOICE] = added.id
                 st.rerun()
+        status_box = st.container()  # drawn after the actions below, shown above the options
+        options = load_panel.render_options(engine.devices, lambda o: engine.preview_placement(o, choice.spec))
         if choice.unload:
             engine.unload()
             st.rerun()
-        elif choice.load:
-            load_model(engine, choice.spec)
-        sidebar.render_status(engine.status())
+        elif choice.load and options is not None:
+            engine.start_load(choice.spec, options)
+            st.rerun()
+        with status_box:
+            job = engine.job()
+            if job is not None and job.running:
+                load_panel.render_job(engine.job, engine.cancel_job)
+            else:
+                load_panel.render_job_outcome(job)
+            sidebar.render_status(engine.status())
         st.divider()
         if sidebar.render_conversation_controls():
             st.session_state[state.MESSAGES] = []
@@ -79,7 +89,7 @@ def main() -> None:
     status = engine.status()
     loaded_spec = registry.get(status.model_id) if status.state == "ready" and status.model_id in registry.ids \
         else None
-    chat.render_demo_banner(loaded_spec)
+    chat.render_model_banner(loaded_spec)
     messages = st.session_state[state.MESSAGES]
     chat.render_history(messages)
     prompt = chat.render_input(status.state == "ready", status.model_name)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from chat_engine.backend import TransformersBackend
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import Message
 from chat_engine.stream import ChatStream
-from model_loader.devices import DeviceFacts, plan_placement, probe_devices
-from model_loader.download import model_dir
+from model_loader.devices import DeviceFacts, probe_devices
+from model_loader.download import DownloadProgress, model_dir
 from model_loader.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
 from model_loader.loader import LoadedModel, load_checkpoint
 from model_loader.memory import MemorySnapshot, free_cached_memory, snapshot
+from model_loader.placement import LoadOptions, Placement, plan_placement
 from model_loader.registry import ModelSpec
 from model_loader.settings import Settings
 
 log = logging.getLogger(__name__)
 State = Literal["empty", "loading", "ready", "error"]
+Stage = Literal["preparing", "downloading", "loading", "done", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,24 @@ class EngineStatus:
     message: str = ""
     device_summary: str = ""
     dtype: str = ""
+    kernels: str = ""
     load_seconds: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """A download-and-load running in the background, outside any page run, so a refresh does not restart it."""
+
+    model_id: str
+    model_name: str
+    stage: Stage
+    message: str = ""
+    progress: DownloadProgress | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.stage in ("preparing", "downloading", "loading")
 
 
 class Engine:
@@ -51,6 +71,9 @@ class Engine:
         self._backend: TransformersBackend | None = None
         self._status = EngineStatus(state="empty", message="No model loaded.")
         self._streams: set[ChatStream] = set()
+        self._job: LoadJob | None = None
+        self._job_cancel = threading.Event()
+        self._job_lock = threading.Lock()
 
     @property
     def has_gpu(self) -> bool:
@@ -59,19 +82,32 @@ class Engine:
     def status(self) -> EngineStatus:
         return self._status
 
-    def load(self, spec: ModelSpec, on_stage: Callable[[str], None] | None = None) -> EngineStatus:
-        """Make `spec` the loaded model (no-op if it already is); raises a `MoEChatError` on failure."""
+    def load(self, spec: ModelSpec, options: LoadOptions | None = None,
+             on_stage: Callable[[str], None] | None = None,
+             on_progress: Callable[[DownloadProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> EngineStatus:
+        """Make `spec` the loaded model (no-op if it already is, with the same placement).
+
+        The files are fetched first while the current model keeps answering; only then is the current
+        model freed and the new one loaded. Raises a `MoEChatError` with advice on failure.
+        """
         say = on_stage or (lambda _msg: None)
-        with self._lock:
-            if self._backend is not None and self._backend.loaded.spec == spec:
+        try:
+            placement = self.preview_placement(options, spec)
+            current = self._backend
+            if current is not None and current.loaded.spec == spec and current.loaded.placement == placement:
                 return self._status
+            say(f"Locating the files of {spec.name} ({spec.where})...")
+            folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
+        except MoEChatError as exc:
+            if self._backend is None:
+                self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
+            raise
+        with self._lock:
             self._unload_locked()
             self._status = EngineStatus(state="loading", model_id=spec.id, model_name=spec.name,
                                         message=f"Loading {spec.name}...")
             try:
-                placement = plan_placement(self.devices, self.settings)
-                say(f"Locating the files of {spec.name} ({spec.where})...")
-                folder = model_dir(spec, self.settings)
                 say(f"Loading weights from {folder} ({placement.dtype} on {placement.device})...")
                 loaded = load_checkpoint(spec, folder, placement)
             except MoEChatError as exc:
@@ -88,11 +124,65 @@ class Engine:
             self._status = self._ready_status(loaded)
             return self._status
 
+    def preview_placement(self, options: LoadOptions | None, spec: ModelSpec | None = None) -> Placement:
+        """The placement a load with `options` would use on this machine (raises if impossible)."""
+        name = spec.id.replace("/", "--").replace(":", "-") if spec else "model"
+        folder = self.settings.cache_dir / "offload" / name
+        return plan_placement(self.devices, self.settings, options, offload_folder=folder)
+
+    def start_load(self, spec: ModelSpec, options: LoadOptions | None = None) -> LoadJob:
+        """Download and load in a background thread; a second request while one runs returns the running job."""
+        with self._job_lock:
+            if self._job is not None and self._job.running:
+                return self._job
+            self._job_cancel = threading.Event()
+            self._job = LoadJob(spec.id, spec.name, "preparing", f"Preparing {spec.name}...")
+            cancel = self._job_cancel
+        threading.Thread(target=self._run_job, args=(spec, options, cancel), name="moe-chat-load",
+                         daemon=True).start()
+        return self._job
+
+    def _run_job(self, spec: ModelSpec, options: LoadOptions | None, cancel: threading.Event) -> None:
+        def update(**changes) -> None:
+            with self._job_lock:
+                self._job = replace(self._job, **changes)
+
+        def on_stage(message: str) -> None:
+            update(stage="loading" if message.startswith("Loading") else "downloading", message=message)
+
+        try:
+            self.load(spec, options, on_stage=on_stage, on_progress=lambda p: update(progress=p), cancel=cancel)
+        except MoEChatError as exc:
+            update(stage="cancelled" if cancel.is_set() else "failed", message=str(exc))
+        except Exception as exc:  # a background thread must never die silently
+            log.exception("loading %s failed", spec.id)
+            update(stage="failed", message=f"{spec.name} failed to load: {type(exc).__name__}: {exc}")
+        else:
+            update(stage="done", message=f"{spec.name} is ready.")
+
+    def job(self) -> LoadJob | None:
+        """The current or last background load, for the page to show."""
+        return self._job
+
+    def cancel_job(self) -> None:
+        """Abandon a running download (a load already under way finishes)."""
+        self._job_cancel.set()
+
+    def wait_for_job(self, timeout: float | None = None) -> LoadJob | None:
+        """Block until the background load ends (tests and scripts)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._job is not None and self._job.running:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return self._job
+
     @staticmethod
     def _ready_status(loaded: LoadedModel) -> EngineStatus:
         return EngineStatus(state="ready", model_id=loaded.spec.id, model_name=loaded.spec.name,
                             message=f"{loaded.spec.name} is ready.", device_summary=loaded.device_summary,
-                            dtype=loaded.placement.dtype, load_seconds=loaded.load_seconds)
+                            dtype=loaded.placement.dtype, kernels=loaded.kernels, load_seconds=loaded.load_seconds,
+                            warnings=loaded.warnings)
 
     def unload(self) -> None:
         """Cancel generations and free the model."""

@@ -62,7 +62,14 @@ def show_error(message: str) -> None:
     st.error(message, icon=":material/error:")
 
 
-def render_demo_banner(spec: Any) -> None:
-    if spec is not None and spec.kind == "demo":
+def render_model_banner(spec: Any) -> None:
+    """Say plainly when the loaded model is not a chat assistant."""
+    if spec is None:
+        return
+    if spec.kind == "demo":
         st.info("You are talking to the **bundled demo model**, a tiny toy that knows a few fixed answers. "
                 "It is not an assistant: load a real model in the sidebar for real answers.", icon=":material/science:")
+    elif spec.kind == "base":
+        st.warning(f"**{spec.name}** is a base model: it was never trained to chat, so it continues text rather "
+                   "than following instructions. Expect weak answers; prefer its -Chat version.",
+                   icon=":material/info:")

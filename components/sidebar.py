@@ -22,7 +22,7 @@ class ModelChoice:
     added_folder: str | None = None
 
 
-def render_model_picker(registry: Any, status: Any) -> ModelChoice:
+def render_model_picker(registry: Any, status: Any, busy: bool = False) -> ModelChoice:
     """Model selectbox, its notes, Load/Unload buttons, and a field to add a local folder."""
     st.subheader("Model")
     ids = registry.ids
@@ -45,9 +45,10 @@ def render_model_picker(registry: Any, status: Any) -> ModelChoice:
         st.caption(spec.notes)
     is_loaded = status.state == "ready" and status.model_id == spec.id
     left, right = st.columns(2)
-    label = "Loaded" if is_loaded else ("Switch" if status.state == "ready" else "Load")
-    load = left.button(label, key="load_model", disabled=is_loaded or status.state == "loading",
-                       type="primary", width="stretch")
+    label = "Reload" if is_loaded else ("Switch" if status.state == "ready" else "Load")
+    load = left.button(label, key="load_model", disabled=busy or status.state == "loading",
+                       type="secondary" if is_loaded else "primary", width="stretch",
+                       help="Reload applies changed load options" if is_loaded else None)
     unload = right.button("Unload", key="unload_model", disabled=status.state != "ready",
                           width="stretch")
     added = None
@@ -62,8 +63,10 @@ def render_model_picker(registry: Any, status: Any) -> ModelChoice:
 def render_status(status: Any) -> None:
     """One line for the engine's state, plus where the layers went once loaded."""
     if status.state == "ready":
-        st.success(f"**{status.model_name}** ready · {status.dtype} · {status.device_summary}",
+        st.success(f"**{status.model_name}** ready · {status.dtype} · {status.device_summary} · {status.kernels}",
                    icon=":material/check_circle:")
+        for warning in status.warnings:
+            st.warning(warning, icon=":material/warning:")
     elif status.state == "loading":
         st.info(status.message, icon=":material/hourglass_top:")
     elif status.state == "error":

@@ -1,51 +1,46 @@
-"""Where and in which dtype a model loads: a pure decision from device facts, plus the probe for them."""
+"""What the machine offers (GPUs, their capability and memory, optional kernels), probed once."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Any
 
-from model_loader.settings import Settings
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    capability: tuple[int, int]  # CUDA compute capability, (8, 0) for an A100
+    total_bytes: int
 
 
 @dataclass(frozen=True)
 class DeviceFacts:
-    """What the machine offers, as plain data so placement can be decided (and tested) without a GPU."""
+    """Plain data, so every placement decision can be made (and tested) without a GPU."""
 
-    cuda_count: int = 0
+    gpus: tuple[Gpu, ...] = ()
+    flash_attn_installed: bool = False  # flash-attn 2 importable and usable by transformers
+    bitsandbytes_installed: bool = False
 
-
-@dataclass(frozen=True)
-class Placement:
-    """How `from_pretrained` should place the weights."""
-
-    device: str  # "cuda" or "cpu"
-    dtype: str  # torch dtype name
-    device_map: str | None  # "auto" spreads layers over every visible GPU
-
-    def from_pretrained_kwargs(self) -> dict[str, Any]:
-        import torch
-
-        kwargs: dict[str, Any] = {"dtype": getattr(torch, self.dtype)}
-        if self.device_map is not None:
-            kwargs["device_map"] = self.device_map
-        return kwargs
-
-
-def plan_placement(facts: DeviceFacts, settings: Settings) -> Placement:
-    """bf16 across all GPUs with device_map="auto" where CUDA exists, else the CPU dtype on the CPU."""
-    use_cuda = facts.cuda_count > 0 and settings.device != "cpu"
-    if settings.device == "cuda" and facts.cuda_count == 0:
-        from model_loader.errors import ModelLoadError
-
-        raise ModelLoadError("MOE_CHAT_DEVICE=cuda but no CUDA GPU is visible: check nvidia-smi or unset it.")
-    if use_cuda:
-        return Placement(device="cuda", dtype=settings.gpu_dtype, device_map="auto")
-    return Placement(device="cpu", dtype=settings.cpu_dtype, device_map=None)
+    @property
+    def cuda_count(self) -> int:
+        return len(self.gpus)
 
 
 def probe_devices() -> DeviceFacts:
-    """Count visible CUDA devices (imports torch)."""
+    """Read the facts from torch and the installed packages (imports torch)."""
     import torch
 
-    return DeviceFacts(cuda_count=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    gpus: tuple[Gpu, ...] = ()
+    flash = False
+    if torch.cuda.is_available():
+        gpus = tuple(
+            Gpu(i, torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i),
+                torch.cuda.get_device_properties(i).total_memory)
+            for i in range(torch.cuda.device_count())
+        )
+        from transformers.utils import is_flash_attn_2_available
+
+        flash = bool(is_flash_attn_2_available())
+    return DeviceFacts(gpus=gpus, flash_attn_installed=flash,
+                       bitsandbytes_installed=importlib.util.find_spec("bitsandbytes") is not None)

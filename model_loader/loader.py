@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_loader.devices import Placement
 from model_loader.errors import ModelLoadError
+from model_loader.placement import Placement, offload_warning, summarize_device_map
 from model_loader.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -30,16 +29,30 @@ class LoadedModel:
     @property
     def device_summary(self) -> str:
         """Where the layers went, e.g. "cuda:0 x 13, cuda:1 x 14" or "cpu"."""
-        device_map = getattr(self.model, "hf_device_map", None)
-        if not device_map:
-            return str(self.model.device)
-        counts = Counter(str(d) if not isinstance(d, int) else f"cuda:{d}" for d in device_map.values())
-        return ", ".join(f"{dev} x {n}" for dev, n in counts.items())
+        return summarize_device_map(getattr(self.model, "hf_device_map", None), str(self.model.device))
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user must know about this placement (layers off-GPU)."""
+        warning = offload_warning(getattr(self.model, "hf_device_map", None))
+        return (warning,) if warning else ()
+
+    @property
+    def kernels(self) -> str:
+        """Attention and experts implementations actually in use."""
+        config = self.model.config
+        attention = getattr(config, "_attn_implementation", None) or self.placement.attention
+        experts = getattr(config, "_experts_implementation", None)
+        return f"attention {attention}" + (f", experts {experts}" if experts else "")
 
 
 def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement) -> LoadedModel:
     """Load weights and tokenizer from `folder`; library errors become `ModelLoadError`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from model_loader.xverse import register as register_architectures
+
+    register_architectures()
 
     started = time.perf_counter()
     try:
@@ -54,9 +67,21 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement) -> Load
             folder, trust_remote_code=spec.trust_remote_code, **placement.from_pretrained_kwargs()
         )
     except Exception as exc:
-        raise ModelLoadError(f"{spec.name} failed to load from {folder}: {exc}") from exc
+        raise _translate_load_error(spec, folder, placement, exc) from exc
     model.eval()
     elapsed = time.perf_counter() - started
     log.info("loaded %s from %s in %.1f s", spec.id, folder, elapsed)
     return LoadedModel(spec=spec, folder=folder, model=model, tokenizer=tokenizer, placement=placement,
                        load_seconds=elapsed)
+
+
+def _translate_load_error(spec: ModelSpec, folder: Path, placement: Placement, exc: Exception) -> ModelLoadError:
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError":
+        return ModelLoadError(f"{spec.name} does not fit in GPU memory. Add a GPU, load in 8-bit / 4-bit, "
+                              "or allow CPU offload in the load options.")
+    if placement.offload == "none" and "offload" in text.lower():
+        return ModelLoadError(f"{spec.name} does not fit on the selected GPUs with the memory allowed. "
+                              "Select more GPUs, raise the memory per GPU, load in 8-bit / 4-bit, or allow "
+                              "CPU / disk offload in the load options (much slower).")
+    return ModelLoadError(f"{spec.name} failed to load from {folder}: {type(exc).__name__}: {text}")

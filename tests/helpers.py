@@ -41,3 +41,43 @@ def write_models_toml(path: Path, model_id: str, name: str, folder: Path) -> Pat
         f'[[models]]\nid = "{model_id}"\nname = "{name}"\nsource = "local"\npath = "{folder}"\nkind = "chat"\n'
     )
     return path
+
+
+QWEN_CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tiny_qwen_real_layout(folder: Path, seed: int = 2) -> Path:
+    """A tiny Qwen1.5-MoE-A2.7B-Chat look-alike: the real config.json keys at small sizes, per-expert tensors in
+    safetensors, and the ChatML template inside tokenizer_config.json as Qwen ships it (no chat_template.jinja)."""
+    import torch
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    real = json.loads((ROOT / "model_loader" / "configs" / "qwen1.5-moe-a2.7b-chat.json").read_text())
+    demo_vocab = json.loads((DEMO_DIR / "config.json").read_text())["vocab_size"]
+    config = dict(real, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                  shared_expert_intermediate_size=128, num_attention_heads=4, num_key_value_heads=4,
+                  num_hidden_layers=2, num_experts=6, num_experts_per_tok=4, max_position_embeddings=1024,
+                  max_window_layers=2, sliding_window=1024, vocab_size=demo_vocab, bos_token_id=0, eos_token_id=2,
+                  architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", norm_topk_prob=False,
+                  decoder_sparse_step=1, tie_word_embeddings=False, rope_theta=1e6)
+    torch.manual_seed(seed)
+    model = Qwen2MoeForCausalLM(Qwen2MoeConfig(**{k: v for k, v in config.items() if k != "torch_dtype"}))
+    model.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(dict(config, torch_dtype="bfloat16"), indent=2))
+    # The Qwen1.5 chat family's generation_config.json, with the tiny tokenizer's ids.
+    (folder / "generation_config.json").write_text(json.dumps({
+        "bos_token_id": 0, "pad_token_id": 0, "eos_token_id": [2, 0], "do_sample": True, "temperature": 0.7,
+        "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05,
+    }))
+    shutil.copy(DEMO_DIR / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>", "unk_token": None, "model_max_length": 32768,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "chat_template": QWEN_CHATML,
+    }))
+    return folder

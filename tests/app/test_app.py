@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -32,6 +34,15 @@ def status_text(at: AppTest) -> str:
     return " ".join(e.value for e in [*at.sidebar.success, *at.sidebar.info, *at.sidebar.error])
 
 
+def run_until(at: AppTest, text: str, timeout: float = 30.0) -> None:
+    """Rerun the page until the sidebar shows `text`: loads run in the background, as in a browser."""
+    deadline = time.monotonic() + timeout
+    while text not in status_text(at):
+        assert time.monotonic() < deadline, f"sidebar never showed {text!r}; it shows {status_text(at)!r}"
+        time.sleep(0.2)
+        at.run()
+
+
 def test_page_starts_with_the_demo_model_ready(app):
     assert "Demo MoE (tiny, bundled)** ready" in status_text(app)
     assert any("bundled demo model" in i.value for i in app.main.info)  # labelled honestly as a demo
@@ -52,7 +63,7 @@ def test_switch_model_shows_the_new_one_and_keeps_the_conversation(app):
     app.chat_input[0].set_value("Hello").run()
     app.selectbox(key="model_choice").select(RANDOM_MODEL_ID).run()
     app.button(key="load_model").click().run()
-    assert f"{RANDOM_MODEL_NAME}** ready" in status_text(app)
+    run_until(app, f"{RANDOM_MODEL_NAME}** ready")
     assert not app.main.info  # the demo banner is gone with the demo
     assert chat_messages(app)[:2] == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"])]
 
@@ -83,8 +94,9 @@ def test_load_error_is_shown_and_the_page_keeps_working(app, tmp_path):
     app.button(key="add_local_folder").click().run()
     assert app.selectbox(key="model_choice").value == f"local:{tmp_path.resolve()}"
     app.button(key="load_model").click().run()
-    assert "failed to load" in status_text(app)
+    run_until(app, "failed to load")
     app.selectbox(key="model_choice").select("demo-moe").run()
     app.button(key="load_model").click().run()
+    run_until(app, "Demo MoE (tiny, bundled)** ready")
     app.chat_input[0].set_value("Hello").run()
     assert chat_messages(app)[-1] == ("assistant", KNOWN_ANSWERS["Hello"])

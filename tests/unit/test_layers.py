@@ -39,7 +39,8 @@ def test_engine_does_not_import_components():
 
 
 def test_importing_the_page_modules_does_not_load_torch():
-    code = ("import sys; import components.chat, components.sidebar, components.state, chat_engine.engine; "
+    code = ("import sys; import components.chat, components.sidebar, components.state, components.load_panel, "
+            "chat_engine.engine; "
             "print(sorted(m for m in ('torch', 'transformers', 'modelscope') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from chat_engine.params import GenerationParams, model_defaults
-from model_loader.devices import DeviceFacts, plan_placement
-from model_loader.errors import InvalidParameterError, ModelLoadError, MoEChatError
+from model_loader.errors import InvalidParameterError, MoEChatError
 from model_loader.settings import Settings
 
 
@@ -45,13 +44,3 @@ def test_defaults_come_from_generation_config_then_registry_row():
     assert (params.do_sample, params.temperature, params.top_p, params.top_k, params.repetition_penalty,
             params.max_new_tokens) == (True, 0.7, 0.9, 20, 1.05, 512)
     assert model_defaults({"max_new_tokens": 128}, {}, max_new_tokens=512).max_new_tokens == 128
-
-
-def test_placement_bf16_auto_on_gpu_float32_on_cpu():
-    gpu = plan_placement(DeviceFacts(cuda_count=2), Settings())
-    assert (gpu.device, gpu.dtype, gpu.device_map) == ("cuda", "bfloat16", "auto")
-    cpu = plan_placement(DeviceFacts(cuda_count=0), Settings())
-    assert (cpu.device, cpu.dtype, cpu.device_map) == ("cpu", "float32", None)
-    assert plan_placement(DeviceFacts(cuda_count=2), Settings(device="cpu")).device == "cpu"
-    with pytest.raises(ModelLoadError, match="no CUDA GPU is visible"):
-        plan_placement(DeviceFacts(cuda_count=0), Settings(device="cuda"))
