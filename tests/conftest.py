@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import build_random_qwen2_moe, write_models_toml
+from tests.hub_server import HubServer, demo_repo
 
 RANDOM_MODEL_ID = "tiny-random-moe"
 RANDOM_MODEL_NAME = "Tiny random MoE"
+MS_REPO, HF_REPO = "tester/demo-moe", "tester/demo-moe-big"
+BIG = random.Random(0).randbytes(12 << 20)  # above huggingface_hub's 10 MiB read size, so its resume shows
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,3 +77,45 @@ def demo_engine(settings, registry):
     engine.load(registry.get("demo-moe"))
     yield engine
     engine.close()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch) -> list[object]:
+    """Connections outside loopback fail at once; the list records every connection attempted."""
+    attempts: list[object] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address: object) -> None:
+        attempts.append(address)
+        if isinstance(address, tuple) and address[0] not in LOOPBACK:
+            raise OSError(f"tests may not connect to {address}")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        if isinstance(host, str) and host not in LOOPBACK:
+            raise socket.gaierror(f"tests may not resolve {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The local hub, with both clients pointed at it and every client folder in tmp_path."""
+    import huggingface_hub.constants
+    import modelscope_hub.config
+
+    server = HubServer([demo_repo(MS_REPO), demo_repo(HF_REPO, weights=BIG)]).start()
+    for name, value in {"MODELSCOPE_ENDPOINT": server.url, "HF_ENDPOINT": server.url, "HF_HUB_OFFLINE": "0",
+                        "MODELSCOPE_HOME": str(tmp_path / "modelscope-home"), "HF_HOME": str(tmp_path / "hf-home"),
+                        "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("MODELSCOPE_API_TOKEN", "HF_TOKEN", "MODELSCOPE_DOMAIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(modelscope_hub.config, "_default_config", None)  # rebuilt from the variables above
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    yield server
+    server.stop()

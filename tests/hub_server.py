@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,6 +106,7 @@ class HubServer:
         self._drops: dict[str, list[int]] = {}  # file path -> bytes to send before dropping, one entry per drop
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+        self.chunk_delay_s = 0.0  # pause after each 256 KiB sent, to make a download slow enough to watch
 
     @property
     def url(self) -> str:
@@ -291,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = body[offset:offset + 256 * 1024]
             self.wfile.write(chunk)
             transfer.bytes_sent += len(chunk)
+            if self.hub.chunk_delay_s:
+                time.sleep(self.hub.chunk_delay_s)
         self.wfile.flush()
 
     def _missing(self, modelscope: bool, code: str, message: str, headers: dict[str, str] | None = None) -> None:

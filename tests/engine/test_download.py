@@ -16,8 +16,6 @@ its listing attempts (4 attempts with 1+2+4 s of back-off before a connection er
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -27,54 +25,9 @@ import pytest
 from model_loader.download import DownloadCancelled, DownloadProgress, model_dir, select_files
 from model_loader.errors import ModelNotFoundError
 from model_loader.registry import ModelSpec
+from tests.conftest import BIG, HF_REPO, MS_REPO  # the repositories the hub fixture serves
 from tests.helpers import KNOWN_ANSWERS
-from tests.hub_server import HubServer, demo_repo, needed_files
-
-MS_REPO, HF_REPO = "tester/demo-moe", "tester/demo-moe-big"
-BIG = random.Random(0).randbytes(12 << 20)  # above huggingface_hub's 10 MiB read size, so its resume shows
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch) -> list[object]:
-    """Connections outside loopback fail at once; the list records every connection attempted."""
-    attempts: list[object] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(sock: socket.socket, address: object) -> None:
-        attempts.append(address)
-        if isinstance(address, tuple) and address[0] not in LOOPBACK:
-            raise OSError(f"tests may not connect to {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
-        if isinstance(host, str) and host not in LOOPBACK:
-            raise socket.gaierror(f"tests may not resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The local hub, with both clients pointed at it and every client folder in tmp_path."""
-    import huggingface_hub.constants
-    import modelscope_hub.config
-
-    server = HubServer([demo_repo(MS_REPO), demo_repo(HF_REPO, weights=BIG)]).start()
-    for name, value in {"MODELSCOPE_ENDPOINT": server.url, "HF_ENDPOINT": server.url, "HF_HUB_OFFLINE": "0",
-                        "MODELSCOPE_HOME": str(tmp_path / "modelscope-home"), "HF_HOME": str(tmp_path / "hf-home"),
-                        "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("MODELSCOPE_API_TOKEN", "HF_TOKEN", "MODELSCOPE_DOMAIN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(modelscope_hub.config, "_default_config", None)  # rebuilt from the variables above
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    yield server
-    server.stop()
+from tests.hub_server import needed_files
 
 
 @pytest.fixture
