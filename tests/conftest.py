@@ -14,6 +14,7 @@ from tests.hub_server import HubServer, demo_repo
 
 RANDOM_MODEL_ID = "tiny-random-moe"
 RANDOM_MODEL_NAME = "Tiny random MoE"
+XVERSE_MODEL_ID = "tiny-xverse"
 MS_REPO, HF_REPO = "tester/demo-moe", "tester/demo-moe-big"
 BIG = random.Random(0).randbytes(12 << 20)  # above huggingface_hub's 10 MiB read size, so its resume shows
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -50,8 +51,15 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def models_file(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path) -> Path:
     """A user models.toml adding the tiny random model beside the built-in rows."""
-    return write_models_toml(tmp_path_factory.mktemp("cfg") / "models.toml", RANDOM_MODEL_ID,
+    from tests.xverse_checkpoint import build_tiny_xverse
+
+    path = write_models_toml(tmp_path_factory.mktemp("cfg") / "models.toml", RANDOM_MODEL_ID,
                              RANDOM_MODEL_NAME, random_model_dir)
+    xverse = build_tiny_xverse(tmp_path_factory.mktemp("tiny-xverse"))
+    with path.open("a") as f:  # the tiny XVERSE as a base model with the registry's XVERSE chat format
+        f.write(f'\n[[models]]\nid = "{XVERSE_MODEL_ID}"\nname = "Tiny XVERSE"\nsource = "local"\n'
+                f'path = "{xverse}"\nkind = "base"\nchat_format = "xverse-moe"\n')
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME
+from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME, XVERSE_MODEL_ID
 from tests.helpers import KNOWN_ANSWERS, ROOT
 
 TIMEOUT = 60
@@ -100,3 +100,14 @@ def test_load_error_is_shown_and_the_page_keeps_working(app, tmp_path):
     run_until(app, "Demo MoE (tiny, bundled)** ready")
     app.chat_input[0].set_value("Hello").run()
     assert chat_messages(app)[-1] == ("assistant", KNOWN_ANSWERS["Hello"])
+
+
+def test_xverse_base_model_chats_in_its_format_and_is_labelled_base(app):
+    app.selectbox(key="model_choice").select(XVERSE_MODEL_ID).run()
+    assert any("Base model" in c.value for c in app.sidebar.caption)
+    app.button(key="load_model").click().run()
+    run_until(app, "Tiny XVERSE** ready")
+    assert any("is a base model" in w.value for w in app.main.warning)
+    app.chat_input[0].set_value("Hello").run()
+    roles = [m.name for m in app.chat_message]
+    assert roles == ["user", "assistant"] and not app.main.error
