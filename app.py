@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from chat_engine.engine import Engine
-from components import chat, load_panel, sidebar, state
+from components import chat, load_panel, plan_panel, sidebar, state
 from model_loader.errors import MoEChatError
+from model_loader.machine_fit import gpu_sizes
 from model_loader.registry import Registry, load_registry
 from model_loader.settings import Settings
 
@@ -66,7 +67,9 @@ def main() -> None:
                 st.session_state[state.LOCAL_FOLDERS].append(choice.added_folder)
                 st.session_state[state.PENDING_CHOICE] = added.id
                 st.rerun()
+        fit_warning = st.container()  # the plan's warning belongs under the Load button
         status_box = st.container()  # drawn after the actions below, shown above the options
+        plan_panel.render(choice.spec, engine.plan_fit, gpu_sizes, fit_warning)
         options = load_panel.render_options(engine.devices, lambda o: engine.preview_placement(o, choice.spec))
         if choice.unload:
             engine.unload()

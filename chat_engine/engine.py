@@ -17,6 +17,7 @@ from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.download import DownloadProgress, model_dir
 from model_loader.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
 from model_loader.loader import LoadedModel, load_checkpoint
+from model_loader.machine_fit import MachineFit, fit
 from model_loader.memory import MemorySnapshot, free_cached_memory, snapshot
 from model_loader.placement import LoadOptions, Placement, plan_placement
 from model_loader.registry import ModelSpec
@@ -225,6 +226,15 @@ class Engine:
 
     def active_generations(self) -> int:
         return sum(1 for s in list(self._streams) if not s.join(timeout=0))
+
+    def plan_fit(self, spec: ModelSpec, dtype: str = "bf16", gpu_bytes: Sequence[int] | None = None,
+                 context: int | None = None) -> MachineFit:
+        """Will `spec` fit this machine's GPUs (or `gpu_bytes`, imaginary ones), before any download?"""
+        from model_loader.planner import facts_cache_dir
+
+        gpus = [g.total_bytes for g in self.devices.gpus] if gpu_bytes is None else list(gpu_bytes)
+        return fit(spec, gpus, snapshot().system_total_bytes, dtype, self.settings.cpu_dtype, context,
+                   facts_cache_dir(self.settings))
 
     def memory(self) -> MemorySnapshot:
         return snapshot()

@@ -38,6 +38,7 @@ class ModelSpec:
     total_params_b: float | None = None
     active_params_b: float | None = None
     trust_remote_code: bool = False
+    config: Path | None = None  # a copy of the model's config.json, so it can be planned before any download
     generation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -110,8 +111,9 @@ def _spec_from_row(row: dict[str, Any], base_dir: Path, formats: Mapping[str, st
         if fmt not in formats:
             raise RegistryError(f"{where}: chat_format {fmt!r} is not defined; known: {sorted(formats)}.")
         row.setdefault("chat_template", formats[fmt])
-    if row.get("path") is not None:
-        row["path"] = (base_dir / Path(row["path"]).expanduser()).resolve()
+    for key in ("path", "config"):
+        if row.get(key) is not None:
+            row[key] = (base_dir / Path(row[key]).expanduser()).resolve()
     needed = {"local": "path", "modelscope": "modelscope_id", "huggingface": "hf_id"}[row["source"]]
     if not row.get(needed):
         raise RegistryError(f"{where}: source {row['source']!r} needs the field {needed!r}.")

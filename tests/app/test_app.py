@@ -2,45 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
-import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
-
+from tests.app.conftest import chat_messages, run_until, status_text
 from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME, XVERSE_MODEL_ID
-from tests.helpers import KNOWN_ANSWERS, ROOT
-
-TIMEOUT = 60
-
-
-@pytest.fixture
-def app(monkeypatch, models_file):
-    """A fresh page session with the demo model preloaded and the tiny random model registered."""
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    yield at
-    st.cache_resource.clear()  # releases the engine and its model
-
-
-def chat_messages(at: AppTest) -> list[tuple[str, str]]:
-    return [(m.name, m.markdown[0].value) for m in at.chat_message]
-
-
-def status_text(at: AppTest) -> str:
-    return " ".join(e.value for e in [*at.sidebar.success, *at.sidebar.info, *at.sidebar.error])
-
-
-def run_until(at: AppTest, text: str, timeout: float = 30.0) -> None:
-    """Rerun the page until the sidebar shows `text`: loads run in the background, as in a browser."""
-    deadline = time.monotonic() + timeout
-    while text not in status_text(at):
-        assert time.monotonic() < deadline, f"sidebar never showed {text!r}; it shows {status_text(at)!r}"
-        time.sleep(0.2)
-        at.run()
+from tests.helpers import KNOWN_ANSWERS
 
 
 def test_page_starts_with_the_demo_model_ready(app):

@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.app.test_app import TIMEOUT, chat_messages, run_until
+from tests.app.conftest import TIMEOUT, chat_messages, run_until
 from tests.conftest import MS_REPO
 from tests.helpers import KNOWN_ANSWERS, ROOT
 

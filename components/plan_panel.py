@@ -1,0 +1,59 @@
+"""The "Will it fit?" panel: the memory plan of the selected model, before anything is downloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from components.fmt import gib
+from model_loader.errors import MoEChatError
+
+PLAN_DTYPES = ("bf16", "int8", "int4")
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def _split_chart(plan: Any) -> None:
+    rows = {f"GPU {g.index}": {"weights": g.weight_bytes / 1024**3, "KV cache": g.kv_bytes / 1024**3,
+                               "working": g.working_bytes / 1024**3, "free": max(g.free_bytes, 0) / 1024**3}
+            for g in plan.gpus}
+    st.bar_chart(pd.DataFrame(rows).T, horizontal=True, height=60 + 35 * len(rows), y_label="",
+                 x_label="GiB", color=["#4c78a8", "#f58518", "#e45756", "#d3d3d3"])
+
+
+def render(spec: Any, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], list[int]],
+           warning_box: Any) -> Any | None:
+    """Draw the plan for `spec`; warn in `warning_box` (under the Load button) when it will not fit."""
+    with st.expander("Will it fit?", expanded=False):
+        gpus_text = st.text_input("Plan for GPUs", key="plan_gpus", placeholder="this machine (or e.g. 2x24GiB)")
+        left, right = st.columns(2)
+        dtype = left.selectbox("Weights", PLAN_DTYPES, key="plan_dtype")
+        context = right.number_input("Context", min_value=256, max_value=1_048_576, value=4096, step=1024,
+                                     key="plan_context")
+        try:
+            sizes = parse_gpus(gpus_text) if gpus_text.strip() else None
+            result = plan_fit(spec, dtype=dtype, gpu_bytes=sizes, context=int(context))
+        except MoEChatError as exc:
+            st.error(str(exc), icon=":material/error:")
+            return None
+        plan = result.plan
+        (st.success if result.fits else st.error)(f"**{result.headline}** on {result.target}")
+        st.caption(result.detail)
+        st.caption(
+            f"{_params(plan.total_params)} parameters, {_params(plan.active_params)} active per token · "
+            f"weights {gib(plan.weight_bytes)} · KV cache {plan.kv_bytes_per_token / 1024:.0f} KiB per token, "
+            f"{gib(plan.kv_bytes)} at {plan.context:,} tokens · longest context that fits {plan.max_context:,}"
+        )
+        if plan.gpus:
+            _split_chart(plan)
+        st.caption(f"The tutorials' rule 2 x 1.2 x P would budget {plan.rule_of_thumb_bytes / 1e9:.1f} GB.")
+    if not result.fits:
+        with warning_box:
+            st.warning(f"{spec.name}: **{result.headline.lower()}** ({result.target}); loading will likely fail. "
+                       "See *Will it fit?* below.", icon=":material/warning:")
+    return result
