@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from chat_engine.budget import ContextOverflowError
 from chat_engine.engine import Engine
-from components import chat, load_panel, plan_panel, sidebar, state
+from components import chat, generation_panel, load_panel, plan_panel, sidebar, state
+from components.markdown import escape_dollars
 from model_loader.errors import MoEChatError
 from model_loader.machine_fit import gpu_sizes
 from model_loader.registry import Registry, load_registry
@@ -87,29 +90,94 @@ def main() -> None:
         st.divider()
         if sidebar.render_conversation_controls():
             st.session_state[state.MESSAGES] = []
+            st.session_state["editing"] = False
         sidebar.render_memory_panel(engine.memory, settings.memory_refresh_s)
 
     status = engine.status()
-    loaded_spec = registry.get(status.model_id) if status.state == "ready" and status.model_id in registry.ids \
-        else None
-    chat.render_model_banner(loaded_spec)
+    ready = status.state == "ready"
+    loaded_spec = registry.get(status.model_id) if ready and status.model_id in registry.ids else None
     messages = st.session_state[state.MESSAGES]
-    chat.render_history(messages)
-    prompt = chat.render_input(status.state == "ready", status.model_name)
-    if not prompt or not prompt.strip():
+    params = None
+    if ready:
+        with st.sidebar:
+            system = generation_panel.render_system_prompt(loaded_spec.system_prompt if loaded_spec else None)
+            params = generation_panel.render_params(engine.default_params(), status.model_id)
+            max_new = params.max_new_tokens if params else settings.max_new_tokens
+            generation_panel.render_token_count(
+                lambda: engine.context_budget(to_send(messages, system), max_new) if messages else None)
+            generation_panel.render_exact_prompt(
+                lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))
+
+    chat.render_model_banner(loaded_spec)
+    action = chat.render_history(messages, actions=ready and params is not None)
+    prompt = chat.render_input(ready and params is not None, status.model_name)
+    if action.regenerate and messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
+    if action.edited is not None:
+        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        del messages[last_user:]
+        messages.append({"role": "user", "content": action.edited})
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
+    pending = st.session_state.pop(state.PENDING_REPLY, False)
+    if prompt and prompt.strip():
+        messages.append({"role": "user", "content": prompt})
+        with st.chat_message("user"):
+            st.markdown(escape_dollars(prompt))
+    elif not pending or not ready or params is None:
         return
-    messages.append({"role": "user", "content": prompt})
-    with st.chat_message("user"):
-        st.markdown(prompt)
+    answer(engine, messages, system, params, settings)
+
+
+def to_send(messages: list[dict], system: str) -> list[dict[str, str]]:
+    """The conversation as the engine takes it: role and content only, the system prompt first if one is set."""
+    head = [{"role": "system", "content": system}] if system.strip() else []
+    return head + [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def answer(engine: Engine, messages: list[dict], system: str, params, settings: Settings) -> None:
+    """Stream the model's reply to the last user message into a new bubble, keeping whatever happens."""
+    owner = get_script_run_ctx().session_id
+
+    def keep(text: str, reason: str, stream=None) -> None:
+        result = getattr(stream, "result", None)
+        used = getattr(stream, "params", None) or params  # what the engine actually generated with
+        stats = {"finish_reason": reason, "tokens": getattr(stream, "new_tokens", 0), "sampling": sampling_text(used)}
+        if result is not None:
+            stats.update(ttft_s=result.time_to_first_token_s, tokens_per_s=result.tokens_per_s,
+                         tokens=result.new_tokens)
+        messages.append({"role": "assistant", "content": text, "stats": stats})
+
     with st.chat_message("assistant"):
         try:
-            reply = chat.stream_reply(engine.chat(messages), settings.stream_interval_s)
+            stream = engine.chat(to_send(messages, system), params, owner=owner)
+        except ContextOverflowError as exc:
+            refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
+            chat.show_error(str(exc))
+            st.code(refused["content"], language=None, wrap_lines=True)
+            return
         except MoEChatError as exc:
-            reply = chat.Reply("", str(exc))
+            chat.show_error(str(exc))
+            return
+        if stream.budget.notice:
+            st.caption(stream.budget.notice)
+        reply = chat.stream_reply(stream, settings.stream_interval_s,
+                                  on_interrupt=lambda partial: keep(partial, "stopped", stream))
+        reason = stream.result.finish_reason if stream.result else ("error" if reply.error else "stopped")
+        keep(reply.text, reason, stream)
+        st.caption(chat.stats_line(messages[-1]["stats"]))
         if reply.error:
             chat.show_error(reply.error)
-    if reply.text:
-        messages.append({"role": "assistant", "content": reply.text})
+    st.rerun()  # draws the finished answer with its actions
+
+
+def sampling_text(params) -> str:
+    if not params.do_sample:
+        return "greedy"
+    seed = f" · seed {params.seed}" if params.seed is not None else ""
+    return f"T {params.temperature:g} · top-p {params.top_p:g} · top-k {params.top_k}{seed}"
 
 
 main()

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from chat_engine.budget import Budget, context_length, fit_to_context, token_counter
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import Message, encode_prompt, render_prompt
 from chat_engine.stream import ChatStream
@@ -49,6 +50,15 @@ class TransformersBackend:
     def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
         self.loaded = loaded
         self._settings = settings
+        window = context_length(loaded.model.config, loaded.tokenizer)
+        self.context = min(window, settings.max_context) if settings.max_context > 0 else window
+        self._count = token_counter(loaded.tokenizer) if getattr(loaded.tokenizer, "chat_template", None) else None
+
+    def budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
+        """Which messages fit the context with room for the answer (raises ContextOverflowError)."""
+        if self._count is None:
+            render_prompt(self.loaded.tokenizer, messages)  # raises the ChatTemplateError with its advice
+        return fit_to_context(messages, self._count, self.context, max_new_tokens)
 
     def default_params(self) -> GenerationParams:
         base = self.loaded.model.generation_config.to_dict()
@@ -60,11 +70,15 @@ class TransformersBackend:
     def stream_chat(self, messages: Sequence[Message], params: GenerationParams,
                     stop: threading.Event | None = None) -> ChatStream:
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        inputs = encode_prompt(tokenizer, messages, device=model.get_input_embeddings().weight.device)
+        budget = self.budget(messages, params.max_new_tokens)
+        inputs = encode_prompt(tokenizer, budget.messages, device=model.get_input_embeddings().weight.device)
         config = build_generation_config(model.generation_config, params, tokenizer)
         if params.seed is not None:
             import torch
 
             torch.manual_seed(params.seed)
-        return ChatStream(model, tokenizer, inputs, config, stop=stop, stall_timeout_s=self._settings.stall_timeout_s,
-                          chunk_interval_s=self._settings.chunk_interval_s)
+        stream = ChatStream(model, tokenizer, inputs, config, stop=stop,
+                            stall_timeout_s=self._settings.stall_timeout_s,
+                            chunk_interval_s=self._settings.chunk_interval_s)
+        stream.budget, stream.params = budget, params
+        return stream

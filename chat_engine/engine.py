@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from chat_engine.backend import TransformersBackend
+from chat_engine.budget import Budget
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import Message
 from chat_engine.stream import ChatStream
@@ -72,6 +73,7 @@ class Engine:
         self._backend: TransformersBackend | None = None
         self._status = EngineStatus(state="empty", message="No model loaded.")
         self._streams: set[ChatStream] = set()
+        self._by_owner: dict[str, ChatStream] = {}
         self._job: LoadJob | None = None
         self._job_cancel = threading.Event()
         self._job_lock = threading.Lock()
@@ -198,6 +200,7 @@ class Engine:
             if not stream.join(timeout=60.0):
                 log.warning("a generation did not stop within 60 s of cancellation")
         self._streams.clear()
+        self._by_owner.clear()
         if self._backend is not None:
             log.info("unloading %s", self._backend.loaded.spec.id)
             self._backend = None
@@ -216,13 +219,35 @@ class Engine:
         return self._require_backend().render_prompt(messages)
 
     def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
-             stop: threading.Event | None = None) -> ChatStream:
-        """Start answering `messages`; iterate the returned stream for the text."""
+             stop: threading.Event | None = None, owner: str | None = None) -> ChatStream:
+        """Start answering `messages`; iterate the returned stream for the text.
+
+        `owner` names who asks (a browser session): a new request of the same owner first cancels that
+        owner's running generation and waits for it, so a page rerun never leaves one running behind it.
+        Older turns that no longer fit the context are left out (`stream.budget.notice` says how many).
+        """
+        if owner is not None:
+            previous = self._by_owner.pop(owner, None)
+            if previous is not None:
+                previous.cancel()
+                previous.join(timeout=30.0)
         with self._lock:
             backend = self._require_backend()
             stream = backend.stream_chat(messages, params or backend.default_params(), stop)
             self._streams = {s for s in self._streams if not s.join(timeout=0)} | {stream}
+            if owner is not None:
+                self._by_owner[owner] = stream
             return stream
+
+    def cancel(self, owner: str) -> None:
+        """Stop the owner's running generation, if any (a closed tab, a Stop click)."""
+        stream = self._by_owner.pop(owner, None)
+        if stream is not None:
+            stream.cancel()
+
+    def context_budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
+        """How `messages` would be sent now: tokens counted with the model's tokenizer and template."""
+        return self._require_backend().budget(messages, max_new_tokens)
 
     def active_generations(self) -> int:
         return sum(1 for s in list(self._streams) if not s.join(timeout=0))

@@ -130,6 +130,8 @@ class ChatStream(Iterator[str]):
                  chunk_interval_s: float = 0.02, on_close: Callable[[ChatStream], None] | None = None) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
+        self.budget: Any = None  # the context budget the prompt was cut to (set by the backend)
+        self.params: Any = None  # the GenerationParams it runs with (set by the backend)
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
         self._on_close = on_close
@@ -202,6 +204,11 @@ class ChatStream(Iterator[str]):
             self._on_close(self)
         if failure is not None:
             raise failure
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The ids generated so far (the text handed out is their decoding)."""
+        return list(self._streamer.ids)
 
     @property
     def new_tokens(self) -> int:

@@ -1,14 +1,15 @@
-"""The conversation: history, the message box, and a reply streaming into its chat bubble."""
+"""The conversation: history with its per-answer actions, the message box, and a reply streaming into its bubble."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
 from chat_engine.coalesce import coalesce
+from components.markdown import escape_dollars
 from model_loader.errors import MoEChatError
 
 CURSOR = " ▌"
@@ -22,39 +23,105 @@ class Reply:
     error: str | None = None
 
 
-def render_history(messages: Sequence[dict[str, str]]) -> None:
-    for message in messages:
+@dataclass(frozen=True)
+class HistoryAction:
+    """What the user asked of the last exchange this run."""
+
+    regenerate: bool = False
+    edited: str | None = None  # the new text of the last user message, to resend
+
+
+def stats_line(stats: dict[str, Any]) -> str:
+    """ "0.03 s to first token · 412 tokens/s · 71 tokens · eos · greedy" """
+    parts = []
+    if stats.get("ttft_s") is not None:
+        parts.append(f"{stats['ttft_s']:.2f} s to first token")
+    if stats.get("tokens_per_s"):
+        parts.append(f"{stats['tokens_per_s']:.0f} tokens/s")
+    parts.append(f"{stats.get('tokens', 0)} tokens")
+    parts.append({"eos": "complete", "length": "hit max new tokens", "stopped": "stopped",
+                  "error": "failed"}.get(stats.get("finish_reason", ""), stats.get("finish_reason", "")))
+    if stats.get("sampling"):
+        parts.append(stats["sampling"])
+    return " · ".join(p for p in parts if p)
+
+
+def _copy_button(text: str, key: str) -> None:
+    with st.popover("Copy", icon=":material/content_copy:", key=key):
+        st.code(text, language=None, wrap_lines=True)  # its corner button copies to the clipboard
+
+
+def _edit_box(text: str) -> str | None:
+    new = st.text_area("Edit your message", value=text, key="edit_text")
+    send, cancel = st.columns(2)
+    if send.button("Send", key="edit_send", type="primary", width="stretch") and new.strip():
+        st.session_state["editing"] = False
+        return new
+    if cancel.button("Cancel", key="edit_cancel", width="stretch"):
+        st.session_state["editing"] = False
+        st.rerun()
+    return None
+
+
+def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> HistoryAction:
+    """Every message; under the last exchange, Edit / Regenerate / Copy when `actions` is on."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    last = len(messages) - 1
+    edited = None
+    regenerate = False
+    for i, message in enumerate(messages):
         with st.chat_message(message["role"]):
-            st.markdown(message["content"])
+            if i == last_user and actions and st.session_state.get("editing"):
+                edited = _edit_box(message["content"])
+                continue
+            st.markdown(escape_dollars(message["content"]))
+            if message.get("stats"):
+                st.caption(stats_line(message["stats"]))
+            if message["role"] == "assistant":
+                left, right, _ = st.columns([1, 1, 3])
+                with left:
+                    _copy_button(message["content"], key=f"copy_{i}")
+                if i == last and actions:
+                    regenerate = right.button("Regenerate", key="regenerate", icon=":material/refresh:")
+            elif i == last_user and actions and st.button("Edit", key="edit", icon=":material/edit:"):
+                st.session_state["editing"] = True
+                st.rerun()
+    return HistoryAction(regenerate=regenerate, edited=edited)
 
 
 def render_input(enabled: bool, model_name: str | None) -> str | None:
-    """The message box; returns the text the user just sent, if any."""
+    """The message box; while an answer streams its button becomes Stop."""
     hint = f"Message {model_name}" if enabled and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", disabled=not enabled)
+    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="stop")
     return text if isinstance(text, str) else None
 
 
-def stream_reply(chunks: Iterable[str], interval_s: float) -> Reply:
+def stream_reply(chunks: Iterable[str], interval_s: float,
+                 on_interrupt: Callable[[str], None] | None = None) -> Reply:
     """Draw a reply as it arrives, at most once per `interval_s`; return it when it ends.
 
-    Drawing is rate-bounded because each redraw re-sends the whole text to the browser.
+    Drawing is rate-bounded because each redraw re-sends the whole text to the browser. If the page run is
+    interrupted (Stop, a rerun), `on_interrupt` gets the partial text before the interruption goes on.
     """
     placeholder = st.empty()
     parts: list[str] = []
     try:
         for piece in coalesce(chunks, interval_s):
             parts.append(piece)
-            placeholder.markdown("".join(parts) + CURSOR)
+            placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
     except MoEChatError as exc:
-        placeholder.markdown("".join(parts))
+        placeholder.markdown(escape_dollars("".join(parts)))
         return Reply("".join(parts), str(exc))
+    except BaseException:  # Streamlit stops or reruns the script by raising inside it
+        if on_interrupt is not None:
+            on_interrupt("".join(parts))
+        raise
     finally:
         cancel = getattr(chunks, "cancel", None)
         if cancel is not None:
-            cancel()  # a rerun that interrupts the page must not leave the generation running
+            cancel()  # an interrupted page must not leave the generation running
     text = "".join(parts)
-    placeholder.markdown(text)
+    placeholder.markdown(escape_dollars(text))
     return Reply(text)
 
 

@@ -33,11 +33,11 @@ def render(spec: Any, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], 
         gpus_text = st.text_input("Plan for GPUs", key="plan_gpus", placeholder="this machine (or e.g. 2x24GiB)")
         left, right = st.columns(2)
         dtype = left.selectbox("Weights", PLAN_DTYPES, key="plan_dtype")
-        context = right.number_input("Context", min_value=256, max_value=1_048_576, value=4096, step=1024,
-                                     key="plan_context")
+        context = right.number_input("Context", min_value=256, max_value=1_048_576, value=None, step=1024,
+                                     key="plan_context", placeholder="4096")
         try:
             sizes = parse_gpus(gpus_text) if gpus_text.strip() else None
-            result = plan_fit(spec, dtype=dtype, gpu_bytes=sizes, context=int(context))
+            result = plan_fit(spec, dtype=dtype, gpu_bytes=sizes, context=None if context is None else int(context))
         except MoEChatError as exc:
             st.error(str(exc), icon=":material/error:")
             return None

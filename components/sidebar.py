@@ -98,4 +98,4 @@ def render_memory_panel(read: Callable[[], Any], refresh_s: float) -> None:
 
 def render_conversation_controls() -> bool:
     """The clear-conversation button; True when pressed."""
-    return st.button("Clear conversation", key="clear_conversation", icon=":material/delete_sweep:", width="stretch")
+    return st.button("New chat", key="clear_conversation", icon=":material/add_comment:", width="stretch")

@@ -11,6 +11,7 @@ PENDING_CHOICE = "pending_model_choice"  # id to select on the next run (a widge
 LOCAL_FOLDERS = "local_folders"  # model folders the user added in this session
 AUTOLOADED = "autoloaded"  # the default model was loaded once for this session
 NOTICE = "notice"  # (level, text) to show once after a rerun
+PENDING_REPLY = "pending_reply"  # the last user message awaits an answer (after Regenerate or Edit)
 
 
 def init(session: MutableMapping[str, Any], default_model_id: str) -> None:

@@ -50,7 +50,9 @@ def test_demo_answers_in_the_browser_and_streams(server, page):
 
     bubbles = page.get_by_test_id("stChatMessage")
     assert bubbles.count() == 4
-    assert bubbles.nth(1).get_by_test_id("stChatMessageContent").inner_text().strip() == KNOWN_ANSWERS["Who are you?"]
+    answer = bubbles.nth(1).get_by_test_id("stMarkdownContainer").first.inner_text().strip()
+    assert answer == KNOWN_ANSWERS["Who are you?"]
+    assert "tokens" in bubbles.nth(1).inner_text()  # the answer's stats line
 
 
 def test_server_log_stays_quiet_during_a_chat(server, page):
