@@ -110,8 +110,11 @@ def main() -> None:
 
     def page() -> float:
         started = time.perf_counter()
-        with st.chat_message("assistant"):
-            reply = chat.stream_reply(engine.chat(PROMPT, params), settings.stream_interval_s)
+        with st.chat_message("assistant"):  # as the page answers: budget, redraws, then the stats line
+            stream = engine.chat(PROMPT, params)
+            reply = chat.stream_reply(stream, settings.stream_interval_s)
+            st.caption(chat.stats_line({"ttft_s": stream.result.time_to_first_token_s, "tokens": stream.new_tokens,
+                                        "tokens_per_s": stream.result.tokens_per_s, "finish_reason": "length"}))
         assert len(reply.text) > 1000
         return time.perf_counter() - started
 

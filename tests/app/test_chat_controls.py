@@ -71,3 +71,28 @@ def test_system_prompt_is_sent_first(app):
     send(app, "Hello")
     prompt = [c.value for c in app.sidebar.code if "<|im_start|>system" in c.value][0]
     assert prompt.startswith("<|im_start|>system\nAnswer in one line.<|im_end|>\n<|im_start|>user\nHello")
+
+
+def test_stopping_the_page_mid_answer_keeps_the_partial_answer_and_ends_generation(app):
+    import threading
+    import time
+
+    from tests.app.conftest import run_until
+    from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME
+
+    app.selectbox(key="model_choice").select(RANDOM_MODEL_ID).run()  # an untrained model rarely stops by itself
+    app.button(key="load_model").click().run()
+    run_until(app, f"{RANDOM_MODEL_NAME}** ready")
+    app.sidebar.number_input(key="gen_max_new_tokens").set_value(1900).run()
+    app.chat_input[0].set_value("Tell me a story.")
+    try:
+        app.run(timeout=1.5)  # the page run is stopped mid-answer, as the Stop button does
+    except RuntimeError:
+        pass
+    deadline = time.monotonic() + 5
+    while [t for t in threading.enumerate() if t.name == "moe-chat-generate"]:
+        assert time.monotonic() < deadline, "the generation kept running after the page stopped"
+        time.sleep(0.05)
+    last = app.session_state["messages"][-1]
+    assert last["role"] == "assistant" and last["content"]
+    assert last["stats"]["finish_reason"] == "stopped" and 0 < last["stats"]["tokens"] < 1900
