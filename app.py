@@ -7,7 +7,9 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from chat_engine.budget import ContextOverflowError
 from chat_engine.engine import Engine
-from components import chat, generation_panel, load_panel, plan_panel, sidebar, state
+from chat_engine.store import ConversationStore
+from components import chat, conversations, gate, generation_panel, load_panel, plan_panel, sidebar, state
+from components.journal import Journal
 from components.markdown import escape_dollars
 from model_loader.errors import MoEChatError
 from model_loader.machine_fit import gpu_sizes
@@ -26,6 +28,12 @@ def get_settings() -> Settings:
 def get_engine() -> Engine:
     """The one engine of this server process, shared by every browser session."""
     return Engine(get_settings())
+
+
+@st.cache_resource
+def get_store() -> ConversationStore:
+    """The conversations database, shared by every session (thread-safe)."""
+    return ConversationStore(get_settings().db)
 
 
 def current_registry(settings: Settings) -> Registry:
@@ -48,9 +56,13 @@ def load_model(engine: Engine, spec) -> None:
 
 def main() -> None:
     settings = get_settings()
+    if not gate.render(settings.password or gate.secrets_password()):
+        st.stop()  # nothing else is drawn, and no model is touched, before the right password
     engine = get_engine()
     registry = current_registry(settings)
     state.init(st.session_state, registry.default_id(engine.has_gpu, settings.default_model))
+    journal = Journal(get_store())
+    journal.restore_from_url()
 
     with st.sidebar:
         st.title("MoE Chat")
@@ -88,9 +100,10 @@ def main() -> None:
                 load_panel.render_job_outcome(job)
             sidebar.render_status(engine.status())
         st.divider()
-        if sidebar.render_conversation_controls():
-            st.session_state[state.MESSAGES] = []
-            st.session_state["editing"] = False
+        current = journal.current()
+        journal.apply(conversations.render(journal.store.list_conversations(), current,
+                                           journal.store.export_markdown, journal.store.export_json))
+        st.divider()
         sidebar.render_memory_panel(engine.memory, settings.memory_refresh_s)
 
     status = engine.status()
@@ -109,26 +122,42 @@ def main() -> None:
                 lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))
 
     chat.render_model_banner(loaded_spec)
+    notice = st.session_state.get(state.NOTICE)
+    if notice:
+        st.session_state[state.NOTICE] = None
+        st.info(notice, icon=":material/info:")
+    held_with = st.session_state.get(state.CONVERSATION_MODEL)
+    if held_with and held_with != status.model_id and held_with in registry.ids:
+        spec = registry.get(held_with)
+        st.info(f"This conversation was held with **{spec.name}**; {status.model_name or 'no model'} is loaded now.",
+                icon=":material/swap_horiz:")
+        if st.button(f"Switch to {spec.name}", key="switch_to_conversation_model"):
+            engine.start_load(spec)
+            st.rerun()
     action = chat.render_history(messages, actions=ready and params is not None)
     prompt = chat.render_input(ready and params is not None, status.model_name)
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
         messages.pop()
+        journal.truncate(len(messages))
         st.session_state[state.PENDING_REPLY] = True
         st.rerun()
     if action.edited is not None:
         last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
         del messages[last_user:]
+        journal.truncate(last_user)
         messages.append({"role": "user", "content": action.edited})
+        journal.record_user(action.edited, status.model_id, system, params.as_dict())
         st.session_state[state.PENDING_REPLY] = True
         st.rerun()
     pending = st.session_state.pop(state.PENDING_REPLY, False)
     if prompt and prompt.strip():
         messages.append({"role": "user", "content": prompt})
+        journal.record_user(prompt, status.model_id, system, params.as_dict())
         with st.chat_message("user"):
             st.markdown(escape_dollars(prompt))
     elif not pending or not ready or params is None:
         return
-    answer(engine, messages, system, params, settings)
+    answer(engine, journal, messages, system, params, settings)
 
 
 def to_send(messages: list[dict], system: str) -> list[dict[str, str]]:
@@ -137,7 +166,7 @@ def to_send(messages: list[dict], system: str) -> list[dict[str, str]]:
     return head + [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def answer(engine: Engine, messages: list[dict], system: str, params, settings: Settings) -> None:
+def answer(engine: Engine, journal: Journal, messages: list[dict], system: str, params, settings: Settings) -> None:
     """Stream the model's reply to the last user message into a new bubble, keeping whatever happens."""
     owner = get_script_run_ctx().session_id
 
@@ -149,12 +178,14 @@ def answer(engine: Engine, messages: list[dict], system: str, params, settings: 
             stats.update(ttft_s=result.time_to_first_token_s, tokens_per_s=result.tokens_per_s,
                          tokens=result.new_tokens)
         messages.append({"role": "assistant", "content": text, "stats": stats})
+        journal.record_answer(text, stats)
 
     with st.chat_message("assistant"):
         try:
             stream = engine.chat(to_send(messages, system), params, owner=owner)
         except ContextOverflowError as exc:
             refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
+            journal.truncate(len(messages))
             chat.show_error(str(exc))
             st.code(refused["content"], language=None, wrap_lines=True)
             return

@@ -61,7 +61,7 @@ def attach_page_context():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the process to one core")
     args = ap.parse_args()
 

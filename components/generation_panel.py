@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from chat_engine.params import GenerationParams
+from components import state
 from model_loader.errors import MoEChatError
 
 _KEYS = {"do_sample": "gen_do_sample", "temperature": "gen_temperature", "top_p": "gen_top_p", "top_k": "gen_top_k",
@@ -32,7 +33,14 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
     """Sampling controls initialised from the model's generation_config; None (with the reason) if invalid."""
     # A newly loaded model brings its own defaults; so does a page run after the panel was hidden (Streamlit
     # forgets the values of widgets that were not drawn).
-    if st.session_state.get(_FOR_MODEL) != model_id or any(k not in st.session_state for k in _KEYS.values()):
+    restored = st.session_state.pop(state.RESTORED_PARAMS, None)
+    if restored:  # a reopened conversation brings back the parameters it was held with
+        try:
+            _apply(defaults.updated(**{k: v for k, v in restored.items() if k in _KEYS}))
+        except (MoEChatError, TypeError):
+            _apply(defaults)
+        st.session_state[_FOR_MODEL] = model_id
+    elif st.session_state.get(_FOR_MODEL) != model_id or any(k not in st.session_state for k in _KEYS.values()):
         _apply(defaults)
         st.session_state[_FOR_MODEL] = model_id
     with st.expander("Generation"):

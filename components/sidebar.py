@@ -94,8 +94,3 @@ def render_memory_panel(read: Callable[[], Any], refresh_s: float) -> None:
 
     st.subheader("Memory")
     panel()
-
-
-def render_conversation_controls() -> bool:
-    """The clear-conversation button; True when pressed."""
-    return st.button("New chat", key="clear_conversation", icon=":material/add_comment:", width="stretch")

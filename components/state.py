@@ -11,6 +11,10 @@ PENDING_CHOICE = "pending_model_choice"  # id to select on the next run (a widge
 LOCAL_FOLDERS = "local_folders"  # model folders the user added in this session
 AUTOLOADED = "autoloaded"  # the default model was loaded once for this session
 NOTICE = "notice"  # (level, text) to show once after a rerun
+CONVERSATION_ID = "conversation_id"  # the stored conversation this session shows, None before its first message
+CONVERSATION_MODEL = "conversation_model"  # the model id the conversation was held with
+RESTORED = "restored_from_url"  # the URL's conversation was reopened once for this session
+RESTORED_PARAMS = "restored_params"  # generation parameters of a reopened conversation, for the sidebar
 PENDING_REPLY = "pending_reply"  # the last user message awaits an answer (after Regenerate or Edit)
 
 
@@ -22,6 +26,8 @@ def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
         LOCAL_FOLDERS: [],
         AUTOLOADED: False,
         NOTICE: None,
+        CONVERSATION_ID: None,
+        CONVERSATION_MODEL: None,
     }
     for key, value in defaults.items():
         if key not in session:

@@ -15,6 +15,11 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("MODELSCOPE_CACHE", Path.home() / ".cache" / "modelscope"))
 
 
+def _default_db() -> Path:
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "moe-chat" / "conversations.db"
+
+
 def _default_models_file() -> Path:
     base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
     return base / "moe-chat" / "models.toml"
@@ -26,6 +31,8 @@ class Settings:
 
     cache_dir: Path = field(default_factory=_default_cache_dir)
     models_file: Path = field(default_factory=_default_models_file)
+    db: Path = field(default_factory=_default_db)  # the conversations database (SQLite)
+    password: str | None = None  # when set, the page asks for it before showing anything
     default_model: str | None = None  # None: the demo on CPU-only machines, the first GPU model otherwise
     device: str = "auto"  # auto | cpu | cuda
     cpu_dtype: str = "float32"  # measured faster than bfloat16 for the demo on CPU (see bench/)

@@ -30,6 +30,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory):
         "HF_HOME": str(home / "hf"),
         "HF_HUB_OFFLINE": "1",
         "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
         "MOE_CHAT_DEVICE": "cpu",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     })

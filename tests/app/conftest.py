@@ -14,12 +14,28 @@ TIMEOUT = 60
 
 
 @pytest.fixture
-def app(monkeypatch, models_file):
+def db_path(monkeypatch, tmp_path):
+    """Each test gets its own conversations database."""
+    path = tmp_path / "conversations.db"
+    monkeypatch.setenv("MOE_CHAT_DB", str(path))
+    return path
+
+
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    """A new browser session on the page (a refresh, or another tab), optionally with URL query parameters."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    return at
+
+
+@pytest.fixture
+def app(monkeypatch, models_file, db_path):
     """A fresh page session with the demo model preloaded and the tiny random model registered."""
     monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
     st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
+    at = open_page()
     assert not at.exception, at.exception
     yield at
     st.cache_resource.clear()  # releases the engine and its model

@@ -28,7 +28,8 @@ def test_switch_model_shows_the_new_one_and_keeps_the_conversation(app):
     app.selectbox(key="model_choice").select(RANDOM_MODEL_ID).run()
     app.button(key="load_model").click().run()
     run_until(app, f"{RANDOM_MODEL_NAME}** ready")
-    assert not app.main.info  # the demo banner is gone with the demo
+    assert not [i for i in app.main.info if "bundled demo model" in i.value]  # the demo banner went with the demo
+    assert any("was held with **Demo MoE" in i.value for i in app.main.info)  # and the page says so
     assert chat_messages(app)[:2] == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"])]
 
 
