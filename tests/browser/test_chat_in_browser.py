@@ -26,6 +26,11 @@ WATCH_ANSWER = """
 """
 
 
+def answer_text(page, text: str):
+    """The answer as drawn in a chat bubble (not the copy of it inside the Copy popover)."""
+    return page.get_by_test_id("stChatMessage").get_by_test_id("stMarkdownContainer").get_by_text(text, exact=True)
+
+
 def ask(page, text: str) -> None:
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(text)
@@ -38,12 +43,13 @@ def test_demo_answers_in_the_browser_and_streams(server, page):
     page.get_by_text("bundled demo model").wait_for()
 
     ask(page, "Who are you?")
-    page.get_by_text(KNOWN_ANSWERS["Who are you?"]).wait_for(timeout=30_000)
+    answer_text(page, KNOWN_ANSWERS["Who are you?"]).wait_for(timeout=30_000)
 
     page.evaluate(WATCH_ANSWER)
     ask(page, "Tell me a story.")
     story = KNOWN_ANSWERS["Tell me a story."]
-    page.get_by_test_id("stChatMessage").nth(3).get_by_text(story).wait_for(timeout=30_000)
+    page.get_by_test_id("stChatMessage").nth(3).get_by_test_id("stMarkdownContainer").get_by_text(
+        story, exact=True).wait_for(timeout=30_000)
     seen = [s.replace("▌", "").strip() for s in page.evaluate("window.__seen")]
     partial = [s for s in seen if s and s != story and story.startswith(s)]
     assert len(partial) >= 2, f"the answer did not visibly grow; states seen: {seen}"
@@ -59,7 +65,7 @@ def test_server_log_stays_quiet_during_a_chat(server, page):
     page.goto(server["url"])
     page.get_by_text(re.compile(r"ready")).first.wait_for(timeout=60_000)
     ask(page, "Hello")
-    page.get_by_text(KNOWN_ANSWERS["Hello"]).wait_for(timeout=30_000)
+    answer_text(page, KNOWN_ANSWERS["Hello"]).wait_for(timeout=30_000)
     log = server["log"].read_text()
     noisy = [line for line in log.splitlines() if re.search(r"warn|error|traceback|exception", line, re.I)]
     assert noisy == [], "\n".join(noisy)
