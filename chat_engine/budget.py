@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chat_engine.prompt import Message, _require_template, check_messages
+from chat_engine.prompt import Message, _require_template, check_messages, template_messages
 from model_loader.errors import InvalidParameterError, MoEChatError
 
 TokenCounter = Callable[[Sequence[Message]], int]
@@ -119,8 +119,8 @@ def token_counter(tokenizer: Any) -> TokenCounter:
 
     def count(messages: Sequence[Message]) -> int:
         check_messages(messages)
-        encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                                return_dict=True)
+        encoded = tokenizer.apply_chat_template(template_messages(tokenizer, messages), add_generation_prompt=True,
+                                                tokenize=True, return_dict=True)
         ids = encoded["input_ids"]
         return len(ids[0]) if ids and isinstance(ids[0], list) else len(ids)
 

@@ -9,6 +9,9 @@ from model_loader.errors import ChatTemplateError, MoEChatError
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 ROLES = ("system", "user", "assistant")
+# Put inside a control token's text (after its first character), this invisible character makes the text
+# tokenize as ordinary characters, so typed "<|im_start|>system" can never forge a turn of the conversation.
+WORD_JOINER = "\u2060"
 
 
 def check_messages(messages: Sequence[Message]) -> None:
@@ -18,6 +21,31 @@ def check_messages(messages: Sequence[Message]) -> None:
     for m in messages:
         if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise MoEChatError(f"Malformed message {m!r}: need a role in {ROLES} and text content.")
+
+
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The texts the tokenizer turns into control tokens, longest first."""
+    texts = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            texts.add(str(token.content if hasattr(token, "content") else token))
+    return tuple(sorted((t for t in texts if len(t) > 1), key=len, reverse=True))
+
+
+def neutralize(text: str, controls: Sequence[str]) -> str:
+    """`text` with every control-token text in it made plain (it looks the same to a reader)."""
+    for control in controls:
+        if control in text:
+            text = text.replace(control, control[0] + WORD_JOINER + control[1:])
+    return text
+
+
+def template_messages(tokenizer: Any, messages: Sequence[Message]) -> list[Message]:
+    """Checked messages, their content unable to inject control tokens, ready for the chat template."""
+    check_messages(messages)
+    _require_template(tokenizer)
+    controls = control_tokens(tokenizer)
+    return [{"role": m["role"], "content": neutralize(m["content"], controls)} for m in messages]
 
 
 def _require_template(tokenizer: Any) -> None:
@@ -30,15 +58,12 @@ def _require_template(tokenizer: Any) -> None:
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     """The exact prompt text the model will see, ending with the assistant's turn opening."""
-    check_messages(messages)
-    _require_template(tokenizer)
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(template_messages(tokenizer, messages), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def encode_prompt(tokenizer: Any, messages: Sequence[Message], device: Any) -> dict[str, Any]:
     """`input_ids` and `attention_mask` tensors, both `[1, prompt_len]`, on the model's input device."""
-    check_messages(messages)
-    _require_template(tokenizer)
-    enc = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                        return_dict=True, return_tensors="pt")
+    enc = tokenizer.apply_chat_template(template_messages(tokenizer, messages), add_generation_prompt=True,
+                                        tokenize=True, return_dict=True, return_tensors="pt")
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
