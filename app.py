@@ -7,6 +7,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from chat_engine.budget import ContextOverflowError
 from chat_engine.engine import Engine
+from chat_engine.prompt import check_length, clean_text
 from chat_engine.store import ConversationStore
 from components import chat, conversations, gate, generation_panel, load_panel, plan_panel, sidebar, state
 from components.journal import Journal
@@ -135,7 +136,14 @@ def main() -> None:
             engine.start_load(spec)
             st.rerun()
     action = chat.render_history(messages, actions=ready and params is not None)
-    prompt = chat.render_input(ready and params is not None, status.model_name)
+    prompt = chat.render_input(ready and params is not None, status.model_name, settings.max_message_chars)
+    if prompt:
+        prompt = clean_text(prompt)
+        try:
+            check_length(prompt, settings.max_message_chars)  # the browser enforces it too; this is the server
+        except MoEChatError as exc:
+            chat.show_error(str(exc))
+            prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
         messages.pop()
         journal.truncate(len(messages))

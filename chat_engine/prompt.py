@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from model_loader.errors import ChatTemplateError, MoEChatError
+from model_loader.errors import ChatTemplateError, InvalidParameterError, MoEChatError
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 ROLES = ("system", "user", "assistant")
@@ -21,6 +22,23 @@ def check_messages(messages: Sequence[Message]) -> None:
     for m in messages:
         if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise MoEChatError(f"Malformed message {m!r}: need a role in {ROLES} and text content.")
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Typed text made safe to tokenize and store: no lone surrogates (invalid UTF-8), no control characters
+    other than tab and newlines."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL_CHARS.sub("", text.replace("\r\n", "\n"))
+
+
+def check_length(text: str, limit: int) -> None:
+    """Refuse a message over `limit` characters, saying by how much."""
+    if len(text) > limit:
+        raise InvalidParameterError(f"Your message has {len(text):,} characters; the limit is {limit:,} "
+                                    "(MOE_CHAT_MAX_MESSAGE_CHARS). Shorten it or send it in parts.")
 
 
 def control_tokens(tokenizer: Any) -> tuple[str, ...]:

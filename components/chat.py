@@ -89,10 +89,10 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
     return HistoryAction(regenerate=regenerate, edited=edited)
 
 
-def render_input(enabled: bool, model_name: str | None) -> str | None:
+def render_input(enabled: bool, model_name: str | None, max_chars: int | None = None) -> str | None:
     """The message box; while an answer streams its button becomes Stop."""
     hint = f"Message {model_name}" if enabled and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="stop")
+    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="stop", max_chars=max_chars)
     return text if isinstance(text, str) else None
 
 

@@ -96,3 +96,21 @@ def test_stopping_the_page_mid_answer_keeps_the_partial_answer_and_ends_generati
     last = app.session_state["messages"][-1]
     assert last["role"] == "assistant" and last["content"]
     assert last["stats"]["finish_reason"] == "stopped" and 0 < last["stats"]["tokens"] < 1900
+
+
+def test_message_box_ignores_blank_input_and_holds_the_length_limit(monkeypatch, models_file, db_path):
+    import streamlit as st
+
+    from tests.app.conftest import open_page
+
+    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
+    monkeypatch.setenv("MOE_CHAT_MAX_MESSAGE_CHARS", "20")
+    st.cache_resource.clear()
+    try:
+        page = open_page()
+        send(page, "   ")  # whitespace only: ignored
+        assert page.session_state["messages"] == [] and not page.chat_message
+        send(page, "x" * 30)  # the box itself stops at the limit (the server re-checks: test_input_cleaning)
+        assert page.session_state["messages"][0]["content"] == "x" * 20
+    finally:
+        st.cache_resource.clear()

@@ -69,3 +69,52 @@ def test_server_log_stays_quiet_during_a_chat(server, page):
     log = server["log"].read_text()
     noisy = [line for line in log.splitlines() if re.search(r"warn|error|traceback|exception", line, re.I)]
     assert noisy == [], "\n".join(noisy)
+
+
+def open_ready(browser, url: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.goto(url)
+    pg.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    return context, pg
+
+
+def test_a_refresh_returns_to_the_same_conversation(server, page):
+    page.goto(server["url"])
+    page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    ask(page, "What is 2 + 2?")
+    answer_text(page, KNOWN_ANSWERS["What is 2 + 2?"]).wait_for(timeout=30_000)
+    page.wait_for_url(re.compile(r"[?&]c="), timeout=10_000)
+    page.reload()
+    answer_text(page, KNOWN_ANSWERS["What is 2 + 2?"]).wait_for(timeout=30_000)
+    assert page.get_by_test_id("stChatMessage").count() == 2
+
+
+def test_two_browsers_chat_at_once_and_each_gets_its_own_answer(server, browser):
+    first_ctx, first = open_ready(browser, server["url"])
+    second_ctx, second = open_ready(browser, server["url"])
+    try:
+        ask(first, "Tell me a story.")
+        ask(second, "What is a mixture of experts?")
+        answer_text(first, KNOWN_ANSWERS["Tell me a story."]).wait_for(timeout=30_000)
+        answer_text(second, KNOWN_ANSWERS["What is a mixture of experts?"]).wait_for(timeout=30_000)
+        assert KNOWN_ANSWERS["What is a mixture of experts?"] not in first.inner_text("body")
+        assert KNOWN_ANSWERS["Tell me a story."] not in second.inner_text("body")
+    finally:
+        first_ctx.close()
+        second_ctx.close()
+
+
+def test_switching_model_shows_the_new_status(server, page):
+    page.goto(server["url"])
+    page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="Tiny random MoE").click()
+    page.get_by_role("button", name="Switch").click()
+    page.get_by_text(re.compile(r"Tiny random MoE\s*ready")).wait_for(timeout=60_000)
+    page.get_by_role("button", name="Reload").wait_for()
+    # back to the demo, for the tests that share this server
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="Demo MoE (tiny, bundled)").click()
+    page.get_by_role("button", name="Switch").click()
+    page.get_by_text(re.compile(r"Demo MoE \(tiny, bundled\)\s*ready")).wait_for(timeout=60_000)
