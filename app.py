@@ -202,8 +202,12 @@ def answer(engine: Engine, journal: Journal, messages: list[dict], system: str, 
             return
         if stream.budget.notice:
             st.caption(stream.budget.notice)
+        line = st.empty()
+        stream.on_wait = lambda n: line.caption(f"Waiting for the model, which answers {settings.concurrency} "
+                                                f"request(s) at a time: you are number {n} in line. Stop leaves it.")
         reply = chat.stream_reply(stream, settings.stream_interval_s,
                                   on_interrupt=lambda partial: keep(partial, "stopped", stream))
+        line.empty()
         reason = stream.result.finish_reason if stream.result else ("error" if reply.error else "stopped")
         keep(reply.text, reason, stream)
         st.caption(chat.stats_line(messages[-1]["stats"]))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from chat_engine.budget import Budget, context_length, fit_to_context, token_counter
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import Message, encode_prompt, render_prompt
+from chat_engine.slots import SlotQueue
 from chat_engine.stream import ChatStream
 from model_loader.loader import LoadedModel
 from model_loader.settings import Settings
@@ -47,11 +48,14 @@ def build_generation_config(base: Any, params: GenerationParams, tokenizer: Any)
 class TransformersBackend:
     """Chat with a model loaded in this process."""
 
-    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+    def __init__(self, loaded: LoadedModel, settings: Settings, slots: SlotQueue | None = None) -> None:
         self.loaded = loaded
         self._settings = settings
+        self._slots = slots
         window = context_length(loaded.model.config, loaded.tokenizer)
         self.context = min(window, settings.max_context) if settings.max_context > 0 else window
+        # The budget enforces the context; counting a long history must not make the tokenizer log a warning.
+        loaded.tokenizer.model_max_length = int(1e30)
         self._count = token_counter(loaded.tokenizer) if getattr(loaded.tokenizer, "chat_template", None) else None
 
     def budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
@@ -79,6 +83,6 @@ class TransformersBackend:
             torch.manual_seed(params.seed)
         stream = ChatStream(model, tokenizer, inputs, config, stop=stop,
                             stall_timeout_s=self._settings.stall_timeout_s,
-                            chunk_interval_s=self._settings.chunk_interval_s)
+                            chunk_interval_s=self._settings.chunk_interval_s, slots=self._slots)
         stream.budget, stream.params = budget, params
         return stream

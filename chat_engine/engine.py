@@ -13,6 +13,7 @@ from chat_engine.backend import TransformersBackend
 from chat_engine.budget import Budget
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import Message
+from chat_engine.slots import SlotQueue
 from chat_engine.stream import ChatStream
 from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.download import DownloadProgress, model_dir
@@ -123,7 +124,7 @@ class Engine:
                                             message=str(error))
                 free_cached_memory()
                 raise error from exc
-            self._backend = TransformersBackend(loaded, self.settings)
+            self._backend = TransformersBackend(loaded, self.settings, SlotQueue(max(1, self.settings.concurrency)))
             self._status = self._ready_status(loaded)
             return self._status
 

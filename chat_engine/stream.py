@@ -127,11 +127,14 @@ class ChatStream(Iterator[str]):
 
     def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
                  *, stop: threading.Event | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 chunk_interval_s: float = 0.02, on_close: Callable[[ChatStream], None] | None = None) -> None:
+                 chunk_interval_s: float = 0.02, on_close: Callable[[ChatStream], None] | None = None,
+                 slots: Any = None) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
         self.budget: Any = None  # the context budget the prompt was cut to (set by the backend)
         self.params: Any = None  # the GenerationParams it runs with (set by the backend)
+        self.on_wait: Callable[[int], None] | None = None  # told the queue position while waiting for a slot
+        self._slots = slots  # a SlotQueue shared by every generation on the model, or None
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
         self._on_close = on_close
@@ -154,6 +157,10 @@ class ChatStream(Iterator[str]):
     def _work(self, model: Any, kwargs: dict[str, Any]) -> None:
         import torch
 
+        if self._slots is not None and not self._slots.acquire(self, self.stop):
+            self._streamer.end()  # cancelled while waiting in the queue: nothing was generated
+            return
+        self._started = self._last_activity = time.perf_counter()  # time in the queue is not generation time
         try:
             with torch.inference_mode():
                 out = model.generate(**kwargs)  # [1, prompt + new tokens]
@@ -161,12 +168,21 @@ class ChatStream(Iterator[str]):
         except BaseException as exc:  # re-raised in the consumer's thread
             self._error = exc
             self._streamer.end()
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     def __next__(self) -> str:
         while not self._closed:
             try:
                 text = self._streamer.text_queue.get(timeout=self._poll_s)
             except queue.Empty:
+                position = self.queue_position
+                if position:
+                    self._last_activity = time.perf_counter()  # waiting for a slot is not a stall
+                    if self.on_wait is not None:
+                        self.on_wait(position)
+                    continue
                 if not self._thread.is_alive() and self._streamer.text_queue.empty():
                     self._finish()  # the worker died without ending the stream
                 elif time.perf_counter() - self._last_activity > self._stall_timeout_s:
@@ -204,6 +220,11 @@ class ChatStream(Iterator[str]):
             self._on_close(self)
         if failure is not None:
             raise failure
+
+    @property
+    def queue_position(self) -> int:
+        """Requests ahead of this one and it, while it waits for a slot (1: next); 0 once it runs."""
+        return self._slots.position(self) if self._slots is not None else 0
 
     @property
     def token_ids(self) -> list[int]:

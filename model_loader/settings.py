@@ -38,6 +38,7 @@ class Settings:
     cpu_dtype: str = "float32"  # measured faster than bfloat16 for the demo on CPU (see bench/)
     gpu_dtype: str = "bfloat16"
     max_new_tokens: int = 512
+    concurrency: int = 1  # generations running at once on the shared model; the others wait in line
     max_message_chars: int = 32_000  # longer messages are refused with a message saying so
     max_context: int = 0  # tokens of prompt + answer; 0: the model's own window (a cap saves KV-cache memory)
     stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -35,13 +36,35 @@ def test_stop_after_k_chunks_yields_exactly_the_partial_text(demo_engine, chunks
 def test_a_new_request_of_the_same_owner_cancels_the_running_one(demo_engine):
     first = demo_engine.chat(STORY, LONG, owner="tab-1")
     next(first)
-    other = demo_engine.chat(STORY, LONG, owner="tab-2")  # another session is left alone
+    other = demo_engine.chat(STORY, LONG, owner="tab-2")  # another session: waits for the single slot
     second = demo_engine.chat([{"role": "user", "content": "Hello"}], owner="tab-1")
-    assert first.join(timeout=0) and first.new_tokens < 1500  # ended before the new one started
-    assert second.text() == KNOWN_ANSWERS["Hello"]
-    assert not other.join(timeout=0)
+    assert first.join(timeout=0) and first.new_tokens < 1500  # ended before the new one was queued
+    assert not other.stop.is_set()  # the other session's request is left alone
     demo_engine.cancel("tab-2")
+    assert second.text() == KNOWN_ANSWERS["Hello"]
     assert other.join(timeout=5)
+
+
+def test_requests_wait_in_line_for_the_slot_and_can_leave_it(demo_engine):
+    running = demo_engine.chat(STORY, LONG, owner="a")
+    next(running)
+    waiting = demo_engine.chat([{"role": "user", "content": "Hello"}], owner="b")
+    leaving = demo_engine.chat([{"role": "user", "content": "What is 2 + 2?"}], owner="c")
+    assert (running.queue_position, waiting.queue_position, leaving.queue_position) == (0, 1, 2)
+    positions: list[int] = []
+    waiting.on_wait = positions.append
+    demo_engine.cancel("c")  # leaving the line ends that request without generating anything
+    assert leaving.text() == "" and leaving.new_tokens == 0
+    answer: list[str] = []
+    reader = threading.Thread(target=lambda: answer.append(waiting.text()))
+    reader.start()  # a page waiting for its turn is told its place in the line
+    deadline = time.monotonic() + 5
+    while not positions and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert positions and set(positions) == {1}
+    demo_engine.cancel("a")
+    reader.join(timeout=10)
+    assert answer == [KNOWN_ANSWERS["Hello"]]  # each request gets its own answer
 
 
 def test_no_generation_thread_outlives_its_request_over_50_cycles(demo_engine):

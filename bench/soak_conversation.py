@@ -1,0 +1,60 @@
+"""Soak: one long conversation through the engine with context truncation active.
+
+    python bench/soak_conversation.py [--turns 200] [--context 256]
+
+Each turn sends the whole history; once it outgrows --context tokens the oldest turns are left out. Prints live
+threads and process memory at turn 20 and at the end: neither should grow (memory within 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROMPTS = ["Hello", "Who are you?", "What is 2 + 2?", "What can you do?", "What is a mixture of experts?"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--turns", type=int, default=200)
+    ap.add_argument("--context", type=int, default=256)
+    args = ap.parse_args()
+
+    import psutil
+    import torch
+
+    from chat_engine.engine import Engine
+    from chat_engine.params import GenerationParams
+    from model_loader.registry import load_registry
+    from model_loader.settings import Settings
+
+    torch.set_num_threads(1)
+    engine = Engine(replace(Settings(device="cpu"), max_context=args.context))
+    engine.load(load_registry(None).get("demo-moe"))
+    params = GenerationParams(max_new_tokens=64)
+    history: list[dict[str, str]] = []
+    marks: dict[int, tuple[int, float]] = {}
+    dropped = 0
+    for turn in range(1, args.turns + 1):
+        history.append({"role": "user", "content": PROMPTS[turn % len(PROMPTS)]})
+        stream = engine.chat(history, params, owner="soak")
+        history.append({"role": "assistant", "content": stream.text()})
+        dropped = stream.budget.dropped_turns
+        if turn in (20, args.turns):
+            gc.collect()
+            marks[turn] = (threading.active_count(), psutil.Process().memory_info().rss / 2**20)
+    (t20, m20), (tn, mn) = marks[20], marks[args.turns]
+    print(f"{args.turns} turns, context {args.context} tokens; at the end {dropped} earlier turns were not sent")
+    print(f"turn 20: {t20} threads, {m20:.0f} MiB; turn {args.turns}: {tn} threads, {mn:.0f} MiB "
+          f"({mn / m20 - 1:+.1%})")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
