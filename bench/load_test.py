@@ -1,0 +1,149 @@
+"""Load test: N simulated users in real browser contexts, each sending M messages to one app server at once.
+
+    python bench/load_test.py [--users 8] [--messages 5] [--timeout 300]
+
+Starts `streamlit run app.py` on a free loopback port (its own temporary database and config), opens one
+headless Chromium (Debian's /usr/bin/chromium) with N contexts, and has every user send M of the demo model's
+known prompts, each user in a different order, all at the same time. An answer counts as completed only if it
+is exactly the demo's known answer to that user's own prompt (so cross-talk between sessions is a failure).
+Reports completed / failed, latency percentiles (send to full answer) and time to first text (which includes
+waiting in the model's queue), and the server's memory before and after. Loopback only; bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DIALOGUES = json.loads((ROOT / "scripts" / "demo_dialogues.json").read_text())["dialogues"]
+ANSWERS = {d["prompt"]: d["answer"] for d in DIALOGUES}
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MOE_CHAT_DB=str(home / "conversations.db"), XDG_CONFIG_HOME=str(home / "config"),
+               MOE_CHAT_DEVICE="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
+                            stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"the server did not start; see {home / 'server.log'}")
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+async def one_user(browser, url: str, user: int, messages: int, timeout_s: float, results: list[dict]) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(timeout_s * 1000)
+    prompts = [DIALOGUES[(user + i) % len(DIALOGUES)]["prompt"] for i in range(messages)]
+    try:
+        await page.goto(url)
+        await page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=timeout_s * 1000)
+        for i, prompt in enumerate(prompts):
+            bubble = page.get_by_test_id("stChatMessage").nth(2 * i + 1)
+            box = page.get_by_test_id("stChatInputTextArea")
+            record = {"user": user, "prompt": prompt, "ok": False}
+            try:
+                await page.wait_for_function(  # the box is enabled again once the previous answer is drawn
+                    "() => { const b = document.querySelector('[data-testid=\"stChatInputTextArea\"]');"
+                    " return b && !b.disabled; }")
+                sent = time.perf_counter()
+                await box.fill(prompt)
+                await box.press("Enter")
+                await bubble.get_by_test_id("stMarkdownContainer").first.wait_for(timeout=timeout_s * 1000)
+                record["first_text_s"] = time.perf_counter() - sent
+                await bubble.get_by_test_id("stMarkdownContainer").get_by_text(ANSWERS[prompt], exact=True) \
+                    .wait_for(timeout=timeout_s * 1000)
+                record["latency_s"] = time.perf_counter() - sent
+                record["ok"] = True
+            except Exception as exc:  # a wrong or missing answer is a failed request, and the user goes on
+                record["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                await page.screenshot(path=str(Path(tempfile.gettempdir()) / f"load-test-user{user}-{i}.png"))
+            results.append(record)
+    finally:
+        await context.close()
+
+
+async def run(url: str, users: int, messages: int, timeout_s: float) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    results: list[dict] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        await asyncio.wait_for(asyncio.gather(*(one_user(browser, url, u, messages, timeout_s, results)
+                                                for u in range(users))), timeout=timeout_s * messages + 120)
+        await browser.close()
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--messages", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per answer")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(Path(tmp))
+        try:
+            asyncio.run(run(url, 1, 1, args.timeout))  # warm-up: the demo model loads with the first session
+            before = rss_mib(proc.pid)
+            started = time.perf_counter()
+            results = asyncio.run(run(url, args.users, args.messages, args.timeout))
+            wall = time.perf_counter() - started
+            after = rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ok = [r for r in results if r["ok"]]
+    print(f"{args.users} users x {args.messages} messages in {wall:.1f} s: {len(ok)}/{args.users * args.messages} "
+          f"answers complete and correct, {len(results) - len(ok)} failed")
+    if ok:
+        lat = [r["latency_s"] for r in ok]
+        first = [r["first_text_s"] for r in ok]
+        print(f"latency (send to full answer): p50 {pct(lat, 50):.2f} s, p90 {pct(lat, 90):.2f} s, "
+              f"p99 {pct(lat, 99):.2f} s, max {max(lat):.2f} s")
+        print(f"time to first text (incl. queue wait): p50 {pct(first, 50):.2f} s, p90 {pct(first, 90):.2f} s, "
+              f"max {max(first):.2f} s")
+    print(f"server memory: {before:.0f} MiB before, {after:.0f} MiB after ({after / before - 1:+.1%})")
+    for r in results:
+        if not r["ok"]:
+            print(f"  failed: user {r['user']} {r['prompt']!r}: {r.get('error')}")
+    sys.exit(0 if len(ok) == len(results) == args.users * args.messages else 1)
+
+
+if __name__ == "__main__":
+    main()
