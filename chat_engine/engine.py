@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -172,15 +171,6 @@ class Engine:
         """Abandon a running download (a load already under way finishes)."""
         self._job_cancel.set()
 
-    def wait_for_job(self, timeout: float | None = None) -> LoadJob | None:
-        """Block until the background load ends (tests and scripts)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._job is not None and self._job.running:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        return self._job
-
     @staticmethod
     def _ready_status(loaded: LoadedModel) -> EngineStatus:
         return EngineStatus(state="ready", model_id=loaded.spec.id, model_name=loaded.spec.name,
@@ -249,9 +239,6 @@ class Engine:
     def context_budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
         """How `messages` would be sent now: tokens counted with the model's tokenizer and template."""
         return self._require_backend().budget(messages, max_new_tokens)
-
-    def active_generations(self) -> int:
-        return sum(1 for s in list(self._streams) if not s.join(timeout=0))
 
     def plan_fit(self, spec: ModelSpec, dtype: str = "bf16", gpu_bytes: Sequence[int] | None = None,
                  context: int | None = None) -> MachineFit:

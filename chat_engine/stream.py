@@ -127,8 +127,7 @@ class ChatStream(Iterator[str]):
 
     def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
                  *, stop: threading.Event | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 chunk_interval_s: float = 0.02, on_close: Callable[[ChatStream], None] | None = None,
-                 slots: Any = None) -> None:
+                 chunk_interval_s: float = 0.02, slots: Any = None) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
         self.budget: Any = None  # the context budget the prompt was cut to (set by the backend)
@@ -137,7 +136,6 @@ class ChatStream(Iterator[str]):
         self._slots = slots  # a SlotQueue shared by every generation on the model, or None
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
-        self._on_close = on_close
         self._streamer = _make_streamer(tokenizer, poll_s, chunk_interval_s)
         self._error: BaseException | None = None
         self._last_token: int | None = None
@@ -216,8 +214,6 @@ class ChatStream(Iterator[str]):
         ttft = None if streamer.first_token_at is None else streamer.first_token_at - self._started
         self.result = GenerationResult(reason, streamer.new_tokens, self._prompt_tokens, ttft,
                                        time.perf_counter() - self._started)
-        if self._on_close is not None:
-            self._on_close(self)
         if failure is not None:
             raise failure
 
