@@ -177,16 +177,21 @@ def to_send(messages: list[dict], system: str) -> list[dict[str, str]]:
 def answer(engine: Engine, journal: Journal, messages: list[dict], system: str, params, settings: Settings) -> None:
     """Stream the model's reply to the last user message into a new bubble, keeping whatever happens."""
     owner = get_script_run_ctx().session_id
+    conv_id = journal.current_id
 
-    def keep(text: str, reason: str, stream=None) -> None:
+    def keep(text: str, reason: str, stream=None, error: str | None = None) -> None:
         result = getattr(stream, "result", None)
         used = getattr(stream, "params", None) or params  # what the engine actually generated with
         stats = {"finish_reason": reason, "tokens": getattr(stream, "new_tokens", 0), "sampling": sampling_text(used)}
+        if getattr(stream, "interruption", None):
+            stats["note"] = stream.interruption  # stopped by someone else: say who and why
+        if error:
+            stats["error"] = error  # shown under the answer, also after a refresh
         if result is not None:
             stats.update(ttft_s=result.time_to_first_token_s, tokens_per_s=result.tokens_per_s,
                          tokens=result.new_tokens)
         messages.append({"role": "assistant", "content": text, "stats": stats})
-        journal.record_answer(text, stats)
+        journal.record_answer(conv_id, text, stats)
 
     with st.chat_message("assistant"):
         try:
@@ -209,11 +214,8 @@ def answer(engine: Engine, journal: Journal, messages: list[dict], system: str, 
                                   on_interrupt=lambda partial: keep(partial, "stopped", stream))
         line.empty()
         reason = stream.result.finish_reason if stream.result else ("error" if reply.error else "stopped")
-        keep(reply.text, reason, stream)
-        st.caption(chat.stats_line(messages[-1]["stats"]))
-        if reply.error:
-            chat.show_error(reply.error)
-    st.rerun()  # draws the finished answer with its actions
+        keep(reply.text, reason, stream, reply.error)
+    st.rerun()  # draws the finished answer with its stats, error and actions
 
 
 def sampling_text(params) -> str:

@@ -1,13 +1,15 @@
-"""Load test: N simulated users in real browser contexts, each sending M messages to one app server at once.
+"""Load test: N simulated users, each sending M messages to one app server at once.
 
-    python bench/load_test.py [--users 8] [--messages 5] [--timeout 300]
+    python bench/load_test.py [--users 8] [--messages 5] [--timeout 120]
 
-Starts `streamlit run app.py` on a free loopback port (its own temporary database and config), opens one
-headless Chromium (Debian's /usr/bin/chromium) with N contexts, and has every user send M of the demo model's
-known prompts, each user in a different order, all at the same time. An answer counts as completed only if it
-is exactly the demo's known answer to that user's own prompt (so cross-talk between sessions is a failure).
-Reports completed / failed, latency percentiles (send to full answer) and time to first text (which includes
-waiting in the model's queue), and the server's memory before and after. Loopback only; bounded in count and time.
+Starts `streamlit run app.py` on a free loopback port (its own temporary database and config) and opens N
+sessions on it that speak the page's own websocket protocol (bench/streamlit_ws.py): to the server each is
+a browser tab, but nothing renders, so 8 users do not starve a 2-core machine of the CPU the server needs.
+Every user sends M of the demo model's known prompts, each user in a different order, all at the same time, in
+one conversation per user. An answer counts as completed only if it is exactly the demo's known answer to that
+user's own prompt (so cross-talk between sessions is a failure). Reports completed / failed, latency percentiles
+(send to full answer), time to first text (which includes waiting in the model's queue), how many requests waited
+in line, and the server's memory before and after. Loopback only; bounded in count and time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -26,9 +27,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from streamlit_ws import Session
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DIALOGUES = json.loads((ROOT / "scripts" / "demo_dialogues.json").read_text())["dialogues"]
 ANSWERS = {d["prompt"]: d["answer"] for d in DIALOGUES}
 
@@ -60,48 +61,30 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-async def one_user(browser, url: str, user: int, messages: int, timeout_s: float, results: list[dict]) -> None:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(timeout_s * 1000)
+async def one_user(url: str, user: int, messages: int, timeout_s: float, results: list[dict]) -> None:
     prompts = [DIALOGUES[(user + i) % len(DIALOGUES)]["prompt"] for i in range(messages)]
+    session = await Session.open(url, timeout_s)
     try:
-        await page.goto(url)
-        await page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=timeout_s * 1000)
-        for i, prompt in enumerate(prompts):
-            bubble = page.get_by_test_id("stChatMessage").nth(2 * i + 1)
-            box = page.get_by_test_id("stChatInputTextArea")
+        for prompt in prompts:
             record = {"user": user, "prompt": prompt, "ok": False}
             try:
-                await page.wait_for_function(  # the box is enabled again once the previous answer is drawn
-                    "() => { const b = document.querySelector('[data-testid=\"stChatInputTextArea\"]');"
-                    " return b && !b.disabled; }")
-                sent = time.perf_counter()
-                await box.fill(prompt)
-                await box.press("Enter")
-                await bubble.get_by_test_id("stMarkdownContainer").first.wait_for(timeout=timeout_s * 1000)
-                record["first_text_s"] = time.perf_counter() - sent
-                await bubble.get_by_test_id("stMarkdownContainer").get_by_text(ANSWERS[prompt], exact=True) \
-                    .wait_for(timeout=timeout_s * 1000)
-                record["latency_s"] = time.perf_counter() - sent
-                record["ok"] = True
-            except Exception as exc:  # a wrong or missing answer is a failed request, and the user goes on
-                record["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-                await page.screenshot(path=str(Path(tempfile.gettempdir()) / f"load-test-user{user}-{i}.png"))
+                reply = await session.ask(prompt, timeout_s)
+                record.update(latency_s=reply.latency_s, first_text_s=reply.first_text_s,
+                              place=reply.max_place, text=reply.text)
+                record["ok"] = reply.role == "assistant" and reply.text == ANSWERS[prompt]
+                if not record["ok"]:
+                    record["error"] = f"wrong answer: {reply.text[:80]!r}"
+            except Exception as exc:  # a missing answer is a failed request, and the user goes on
+                record["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             results.append(record)
     finally:
-        await context.close()
+        await session.close()  # the tab closes
 
 
 async def run(url: str, users: int, messages: int, timeout_s: float) -> list[dict]:
-    from playwright.async_api import async_playwright
-
     results: list[dict] = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        await asyncio.wait_for(asyncio.gather(*(one_user(browser, url, u, messages, timeout_s, results)
-                                                for u in range(users))), timeout=timeout_s * messages + 120)
-        await browser.close()
+    await asyncio.wait_for(asyncio.gather(*(one_user(url, u, messages, timeout_s, results) for u in range(users))),
+                           timeout=timeout_s * messages + 120)
     return results
 
 
@@ -138,6 +121,9 @@ def main() -> None:
               f"p99 {pct(lat, 99):.2f} s, max {max(lat):.2f} s")
         print(f"time to first text (incl. queue wait): p50 {pct(first, 50):.2f} s, p90 {pct(first, 90):.2f} s, "
               f"max {max(first):.2f} s")
+        waited = [r["place"] for r in ok if r["place"]]
+        print(f"queue: {len(waited)}/{len(ok)} requests waited in line (shown as far back as number "
+              f"{max(waited, default=0)})")
     print(f"server memory: {before:.0f} MiB before, {after:.0f} MiB after ({after / before - 1:+.1%})")
     for r in results:
         if not r["ok"]:

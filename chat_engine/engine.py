@@ -14,10 +14,11 @@ from chat_engine.params import GenerationParams
 from chat_engine.prompt import Message
 from chat_engine.slots import SlotQueue
 from chat_engine.stream import ChatStream
+from model_loader.checkpoint_check import verify_checkpoint
 from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.download import DownloadProgress, model_dir
 from model_loader.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
-from model_loader.loader import LoadedModel, load_checkpoint
+from model_loader.loader import LoadedModel, load_checkpoint, load_tokenizer
 from model_loader.machine_fit import MachineFit, fit
 from model_loader.memory import MemorySnapshot, free_cached_memory, snapshot
 from model_loader.placement import LoadOptions, Placement, plan_placement
@@ -62,8 +63,10 @@ class LoadJob:
 class Engine:
     """Exactly one model resident at a time, shared by every browser session (thread-safe).
 
-    Loading another model first cancels every running generation, waits for it, drops the old
-    model and returns its memory; only then does the new one load.
+    Loading another model (or unloading) first cancels every running or queued generation, of every
+    session, with a reason each reader gets (`ChatStream.interruption`), waits until they have all
+    ended, drops the old model and returns its memory; only then does the new one load. Weights are
+    never freed under a running generation.
     """
 
     def __init__(self, settings: Settings, devices: DeviceFacts | None = None) -> None:
@@ -91,8 +94,9 @@ class Engine:
              cancel: threading.Event | None = None) -> EngineStatus:
         """Make `spec` the loaded model (no-op if it already is, with the same placement).
 
-        The files are fetched first while the current model keeps answering; only then is the current
-        model freed and the new one loaded. Raises a `MoEChatError` with advice on failure.
+        The files are fetched and checked, and the tokenizer loaded, while the current model keeps
+        answering; only then is the current model freed and the new one loaded. Raises a `MoEChatError`
+        with advice on failure.
         """
         say = on_stage or (lambda _msg: None)
         try:
@@ -102,17 +106,20 @@ class Engine:
                 return self._status
             say(f"Locating the files of {spec.name} ({spec.where})...")
             folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
+            say(f"Checking the files in {folder}...")
+            verify_checkpoint(folder)  # a damaged file found now leaves the current model serving
+            tokenizer = load_tokenizer(spec, folder)
         except MoEChatError as exc:
             if self._backend is None:
                 self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
             raise
         with self._lock:
-            self._unload_locked()
+            self._unload_locked(f"Stopped: the model is being switched to {spec.name}.")
             self._status = EngineStatus(state="loading", model_id=spec.id, model_name=spec.name,
                                         message=f"Loading {spec.name}...")
             try:
                 say(f"Loading weights from {folder} ({placement.dtype} on {placement.device})...")
-                loaded = load_checkpoint(spec, folder, placement)
+                loaded = load_checkpoint(spec, folder, placement, tokenizer)
             except MoEChatError as exc:
                 self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
                 free_cached_memory()
@@ -151,7 +158,7 @@ class Engine:
                 self._job = replace(self._job, **changes)
 
         def on_stage(message: str) -> None:
-            update(stage="loading" if message.startswith("Loading") else "downloading", message=message)
+            update(stage="loading" if message.startswith(("Loading", "Checking")) else "downloading", message=message)
 
         try:
             self.load(spec, options, on_stage=on_stage, on_progress=lambda p: update(progress=p), cancel=cancel)
@@ -181,12 +188,13 @@ class Engine:
     def unload(self) -> None:
         """Cancel generations and free the model."""
         with self._lock:
-            self._unload_locked()
+            self._unload_locked("Stopped: the model was unloaded.")
             self._status = EngineStatus(state="empty", message="No model loaded.")
 
-    def _unload_locked(self) -> None:
-        for stream in list(self._streams):
-            stream.cancel()
+    def _unload_locked(self, reason: str) -> None:
+        # Queued ones first, so none of them takes the slot a cancelled running one gives back.
+        for stream in sorted(self._streams, key=lambda s: s.queue_position == 0):
+            stream.cancel(reason)
         for stream in list(self._streams):
             if not stream.join(timeout=60.0):
                 log.warning("a generation did not stop within 60 s of cancellation")

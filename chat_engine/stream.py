@@ -133,6 +133,7 @@ class ChatStream(Iterator[str]):
         self.budget: Any = None  # the context budget the prompt was cut to (set by the backend)
         self.params: Any = None  # the GenerationParams it runs with (set by the backend)
         self.on_wait: Callable[[int], None] | None = None  # told the queue position while waiting for a slot
+        self.interruption: str | None = None  # why someone else stopped it (a model switch), for its reader
         self._slots = slots  # a SlotQueue shared by every generation on the model, or None
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
@@ -157,6 +158,11 @@ class ChatStream(Iterator[str]):
 
         if self._slots is not None and not self._slots.acquire(self, self.stop):
             self._streamer.end()  # cancelled while waiting in the queue: nothing was generated
+            return
+        if self.stop.is_set():  # cancelled just as its turn came
+            if self._slots is not None:
+                self._slots.release()
+            self._streamer.end()
             return
         self._started = self._last_activity = time.perf_counter()  # time in the queue is not generation time
         try:
@@ -232,8 +238,10 @@ class ChatStream(Iterator[str]):
         """Tokens generated so far."""
         return self._streamer.new_tokens
 
-    def cancel(self) -> None:
-        """Ask the worker to stop after the current token."""
+    def cancel(self, reason: str | None = None) -> None:
+        """Ask the worker to stop after the current token; `reason` tells the reader why, when it was not them."""
+        if reason is not None and not self.stop.is_set():
+            self.interruption = reason
         self.stop.set()
 
     def join(self, timeout: float | None = None) -> bool:

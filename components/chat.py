@@ -13,6 +13,7 @@ from components.markdown import escape_dollars
 from model_loader.errors import MoEChatError
 
 CURSOR = " ▌"
+REASONS = {"eos": "complete", "length": "hit max new tokens", "stopped": "stopped", "error": "failed"}
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ def stats_line(stats: dict[str, Any]) -> str:
     if stats.get("tokens_per_s"):
         parts.append(f"{stats['tokens_per_s']:.0f} tokens/s")
     parts.append(f"{stats.get('tokens', 0)} tokens")
-    parts.append({"eos": "complete", "length": "hit max new tokens", "stopped": "stopped",
-                  "error": "failed"}.get(stats.get("finish_reason", ""), stats.get("finish_reason", "")))
+    reason = stats.get("finish_reason", "")
+    parts.append(stats.get("note") or REASONS.get(reason, reason))  # a note says who stopped it, and why
     if stats.get("sampling"):
         parts.append(stats["sampling"])
     return " · ".join(p for p in parts if p)
@@ -77,6 +78,8 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
             st.markdown(escape_dollars(message["content"]))
             if message.get("stats"):
                 st.caption(stats_line(message["stats"]))
+                if message["stats"].get("error"):
+                    show_error(message["stats"]["error"])
             if message["role"] == "assistant":
                 left, right, _ = st.columns([1, 1, 3])
                 with left:
@@ -90,9 +93,9 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
 
 
 def render_input(enabled: bool, model_name: str | None, max_chars: int | None = None) -> str | None:
-    """The message box; while an answer streams its button becomes Stop."""
+    """The message box; it waits while an answer streams (the answer has its own Stop button)."""
     hint = f"Message {model_name}" if enabled and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="stop", max_chars=max_chars)
+    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="disable", max_chars=max_chars)
     return text if isinstance(text, str) else None
 
 
@@ -100,10 +103,14 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
                  on_interrupt: Callable[[str], None] | None = None) -> Reply:
     """Draw a reply as it arrives, at most once per `interval_s`; return it when it ends.
 
-    Drawing is rate-bounded because each redraw re-sends the whole text to the browser. If the page run is
-    interrupted (Stop, a rerun), `on_interrupt` gets the partial text before the interruption goes on.
+    Drawing is rate-bounded because each redraw re-sends the whole text to the browser. The Stop button under
+    the answer reruns the page, which interrupts this run (so does a refresh or a closed tab): `on_interrupt`
+    then gets the partial text before the interruption goes on, and the next run draws it finished.
     """
     placeholder = st.empty()
+    stop = st.empty()
+    stop.button("Stop", key="stop_answer", icon=":material/stop_circle:",
+                help="Stop this answer, or leave the queue. What was written so far is kept.")
     parts: list[str] = []
     try:
         for piece in coalesce(chunks, interval_s):
@@ -111,6 +118,7 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
             placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
     except MoEChatError as exc:
         placeholder.markdown(escape_dollars("".join(parts)))
+        stop.empty()
         return Reply("".join(parts), str(exc))
     except BaseException:  # Streamlit stops or reruns the script by raising inside it
         if on_interrupt is not None:
@@ -122,6 +130,7 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
             cancel()  # an interrupted page must not leave the generation running
     text = "".join(parts)
     placeholder.markdown(escape_dollars(text))
+    stop.empty()
     return Reply(text)
 
 

@@ -71,10 +71,11 @@ class Journal:
         st.session_state[state.CONVERSATION_MODEL] = model_id
         self.store.add_message(conv_id, "user", text)
 
-    def record_answer(self, text: str, stats: Mapping[str, Any]) -> None:
-        if self.current_id is not None:
+    def record_answer(self, conv_id: str | None, text: str, stats: Mapping[str, Any]) -> None:
+        """Store an answer in `conv_id`, taken when it started: a closed tab's session state is gone by its end."""
+        if conv_id is not None:
             partial = stats.get("finish_reason") in ("stopped", "error")
-            self.store.add_message(self.current_id, "assistant", text, stats=dict(stats), partial=partial)
+            self.store.add_message(conv_id, "assistant", text, stats=dict(stats), partial=partial)
 
     def truncate(self, keep: int) -> None:
         """Forget stored messages from position `keep` on (Regenerate, Edit)."""

@@ -46,22 +46,34 @@ class LoadedModel:
         return f"attention {attention}" + (f", experts {experts}" if experts else "")
 
 
-def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement) -> LoadedModel:
-    """Load weights and tokenizer from `folder`; library errors become `ModelLoadError`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
+    """The tokenizer of `folder`, with the row's chat template when the files carry none (cheap: done first)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(f"The tokenizer of {spec.name} in {folder} failed to load ({type(exc).__name__}: "
+                             f"{first}). Its tokenizer files (tokenizer.json, tokenizer_config.json, "
+                             "tokenizer.model) are damaged or missing: delete them and press Load again to "
+                             "fetch them again.") from exc
+    if not getattr(tokenizer, "chat_template", None) and spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    return tokenizer
+
+
+def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokenizer: Any = None) -> LoadedModel:
+    """Load weights (and the tokenizer, unless given) from `folder`; library errors become `ModelLoadError`."""
+    from transformers import AutoModelForCausalLM
 
     from model_loader.xverse import register as register_architectures
 
     register_architectures()
 
     started = time.perf_counter()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
-    except Exception as exc:
-        raise ModelLoadError(f"The tokenizer of {spec.name} in {folder} failed to load: {exc}. "
-                             "Re-download the model or check tokenizer.json.") from exc
-    if not getattr(tokenizer, "chat_template", None) and spec.chat_template:
-        tokenizer.chat_template = spec.chat_template
+    if tokenizer is None:
+        tokenizer = load_tokenizer(spec, folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, trust_remote_code=spec.trust_remote_code, **placement.from_pretrained_kwargs()

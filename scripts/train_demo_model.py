@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -59,12 +60,20 @@ def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return fast
 
 
+def turn(q: str, a: str) -> list[dict]:
+    return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+
 def conversations(pairs: list[tuple[str, str]]) -> list[list[dict]]:
     """Every single turn, and every ordered two-turn mix, so follow-up questions work too."""
-    turn = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
     convs = [turn(q, a) for q, a in pairs]
     convs += [turn(q1, a1) + turn(q2, a2) for (q1, a1) in pairs for (q2, a2) in pairs if q1 != q2]
     return convs
+
+
+def long_conversations(pairs: list[tuple[str, str]], count: int, rng: random.Random) -> list[list[dict]]:
+    """Conversations of 3 to 7 exchanges in any order (repeats too): the answer depends on the last question only."""
+    return [[m for q, a in rng.choices(pairs, k=rng.randint(3, 7)) for m in turn(q, a)] for _ in range(count)]
 
 
 def encode(tok: PreTrainedTokenizerFast, conv: list[dict]) -> tuple[list[int], list[int]]:
@@ -92,16 +101,32 @@ def greedy(model, tok, history: list[tuple[str, str]], prompt: str, max_new_toke
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def wrong_answers(model, tok, pairs: list[tuple[str, str]]) -> list[str]:
-    """Prompts answered wrongly, alone or after any other known exchange."""
+def wrong_answers(model, tok, pairs: list[tuple[str, str]], long: list[list[dict]]) -> list[str]:
+    """Prompts answered wrongly: alone, after any other known exchange, and at the end of long conversations."""
     cases = [([], q, a) for q, a in pairs] + [([p1], q, a) for p1 in pairs for q, a in pairs if p1[0] != q]
+    cases += [([(c[i]["content"], c[i + 1]["content"]) for i in range(0, len(c) - 2, 2)], c[-2]["content"],
+               c[-1]["content"]) for c in long]
     return [" / ".join([h[0] for h in hist] + [q]) for hist, q, a in cases if greedy(model, tok, hist, q) != a]
+
+
+def batch(tok: PreTrainedTokenizerFast, convs: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = [encode(tok, c) for c in convs]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, lab) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, : len(lab)] = torch.tensor(lab)
+        mask[r, : len(ids)] = 1
+    return input_ids, labels, mask
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -117,20 +142,15 @@ def main() -> None:
         bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     model = Qwen2MoeForCausalLM(config)
-    rows = [encode(tok, c) for c in conversations(pairs)]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (ids, lab) in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        labels[r, : len(lab)] = torch.tensor(lab)
-        mask[r, : len(ids)] = 1
+    fixed = conversations(pairs)
+    rng = random.Random(args.seed)
+    held_out = long_conversations(pairs, 40, random.Random(args.seed + 1))  # checked, never trained on
 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps)
     model.train()
     for step in range(1, args.steps + 1):
+        input_ids, labels, mask = batch(tok, fixed + long_conversations(pairs, 48, rng))
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -138,13 +158,13 @@ def main() -> None:
         sched.step()
         if step % 100 == 0:
             model.eval()
-            wrong = wrong_answers(model, tok, pairs)
+            wrong = wrong_answers(model, tok, pairs, held_out)
             model.train()
             print(f"step {step}: loss {loss.item():.4f}, wrong answers {len(wrong)}", flush=True)
             if not wrong and loss.item() < 0.01:
                 break
     model.eval()
-    wrong = wrong_answers(model, tok, pairs)
+    wrong = wrong_answers(model, tok, pairs, held_out)
     if wrong:
         raise SystemExit(f"training did not converge; wrong answers for {wrong}: raise --steps")
 
@@ -152,12 +172,12 @@ def main() -> None:
         do_sample=False, max_new_tokens=256, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         bos_token_id=tok.pad_token_id,
     )
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    model.save_pretrained(OUT)
-    tok.save_pretrained(OUT)
-    size = sum(p.stat().st_size for p in OUT.iterdir())
-    print(f"wrote {OUT} ({size / 1e6:.1f} MB, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    size = sum(p.stat().st_size for p in args.out.iterdir())
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB, {sum(p.numel() for p in model.parameters()):,} parameters)")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,23 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sharded_model_dir(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path) -> Path:
+    """The tiny random model saved as several safetensors shards with an index, as big checkpoints ship."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32)
+    out = tmp_path_factory.mktemp("sharded")
+    model.save_pretrained(out, max_shard_size="1MB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(random_model_dir / name, out / name)
+    assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("model-*.safetensors"))) >= 3
+    return out
+
+
+@pytest.fixture(scope="session")
 def models_file(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path) -> Path:
     """A user models.toml adding the tiny random model beside the built-in rows."""
     from tests.xverse_checkpoint import build_tiny_xverse

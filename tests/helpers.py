@@ -81,3 +81,19 @@ def build_tiny_qwen_real_layout(folder: Path, seed: int = 2) -> Path:
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "chat_template": QWEN_CHATML,
     }))
     return folder
+
+
+# Damage done to a copy of a checkpoint folder, as interrupted copies and failing disks do.
+
+def truncate_last_shard(folder: Path) -> None:
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+
+
+def delete_a_shard(folder: Path) -> None:
+    sorted(folder.glob("model-*.safetensors"))[1].unlink()
+
+
+def break_tokenizer(folder: Path) -> None:
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": ')

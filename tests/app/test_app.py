@@ -54,7 +54,11 @@ def test_memory_panel_shows_process_and_system_ram(app):
 
 
 def test_load_error_is_shown_and_the_page_keeps_working(app, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))  # intact files, unknown model
     app.sidebar.text_input(key="local_folder_input").input(str(tmp_path))
     app.button(key="add_local_folder").click().run()
     assert app.selectbox(key="model_choice").value == f"local:{tmp_path.resolve()}"

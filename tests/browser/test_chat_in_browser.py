@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.helpers import KNOWN_ANSWERS
 
@@ -17,7 +18,7 @@ WATCH_ANSWER = """
   const observer = new MutationObserver(() => {
     const bubbles = document.querySelectorAll('[data-testid="stChatMessage"]');
     if (bubbles.length < 2) return;
-    const body = bubbles[bubbles.length - 1].querySelector('[data-testid="stChatMessageContent"]');
+    const body = bubbles[bubbles.length - 1].querySelector('[data-testid="stMarkdownContainer"]');
     const text = body ? body.innerText.trim() : '';
     if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
   });
@@ -108,13 +109,107 @@ def test_two_browsers_chat_at_once_and_each_gets_its_own_answer(server, browser)
 def test_switching_model_shows_the_new_status(server, page):
     page.goto(server["url"])
     page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
-    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name="Tiny random MoE").click()
-    page.get_by_role("button", name="Switch").click()
-    page.get_by_text(re.compile(r"Tiny random MoE\s*ready")).wait_for(timeout=60_000)
+    switch_model(page, "Tiny random MoE")
     page.get_by_role("button", name="Reload").wait_for()
-    # back to the demo, for the tests that share this server
-    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name="Demo MoE (tiny, bundled)").click()
+    switch_model(page, "Demo MoE (tiny, bundled)")  # back to the demo, for the tests that share this server
+
+
+def switch_model(page, name: str) -> None:
+    label = page.get_by_test_id("stWidgetLabel").get_by_text("Model", exact=True)
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has=label)
+    option = page.get_by_role("option", name=name)
+    for _ in range(3):  # a rerun caused by the last focused widget losing focus can close the list at once
+        picker.click()
+        try:
+            option.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    option.click()
     page.get_by_role("button", name="Switch").click()
-    page.get_by_text(re.compile(r"Demo MoE \(tiny, bundled\)\s*ready")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(re.escape(name) + r"\s*ready")).wait_for(timeout=60_000)
+
+
+def test_stop_mid_answer_keeps_the_partial_answer(server, page):
+    page.goto(server["url"])
+    page.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    switch_model(page, "Tiny random MoE")  # untrained: it talks until max new tokens, slowly enough to stop
+    try:
+        set_max_new_tokens(page, 1900)
+        ask(page, "Hi")
+        bubble = page.get_by_test_id("stChatMessage").nth(1)
+        bubble.get_by_test_id("stMarkdownContainer").first.wait_for(timeout=30_000)
+        bubble.get_by_role("button", name="Stop").click()
+        stats = page.get_by_test_id("stChatMessage").nth(1).get_by_text(re.compile(r"(\d+) tokens · stopped"))
+        stats.wait_for(timeout=30_000)
+        tokens = int(re.search(r"(\d+) tokens · stopped", stats.inner_text()).group(1))
+        assert 0 < tokens < 1900, f"{tokens} tokens: the answer was not stopped part way"
+        text = bubble.get_by_test_id("stMarkdownContainer").first.inner_text()
+        page.wait_for_timeout(1000)
+        assert bubble.get_by_test_id("stMarkdownContainer").first.inner_text() == text, "it kept growing"
+        assert len(text) > 0
+        page.get_by_test_id("stChatInputTextArea").wait_for()  # the box is back for the next message
+    finally:
+        switch_model(page, "Demo MoE (tiny, bundled)")  # for the tests that share this server
+
+
+def set_max_new_tokens(page, n: int) -> None:
+    page.get_by_test_id("stSidebar").get_by_text("Generation", exact=True).click()
+    limit = page.get_by_label("Max new tokens")
+    limit.fill(str(n))
+    limit.press("Enter")
+    page.wait_for_timeout(500)
+
+
+def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_in_line(server, browser):
+    a_ctx, a = open_ready(browser, server["url"])
+    b_ctx = None
+    try:
+        switch_model(a, "Tiny random MoE")  # untrained: it talks until max new tokens
+        set_max_new_tokens(a, 2000)  # about 13 s on 2 cores; the context holds 2,048
+        ask(a, "Hi")
+        a.get_by_test_id("stChatMessage").nth(1).get_by_test_id("stMarkdownContainer").first.wait_for(timeout=30_000)
+        a.wait_for_url(re.compile(r"[?&]c="), timeout=10_000)
+        a_url = a.url
+        b_ctx, b = open_ready(browser, server["url"])
+        set_max_new_tokens(b, 8)
+        ask(b, "Hi")
+        b.get_by_text(re.compile(r"you are number 1 in line")).wait_for(timeout=20_000)
+        a_ctx.close()  # the tab closes mid-answer
+        b.get_by_text(re.compile(r"8 tokens · hit max new tokens")).wait_for(timeout=30_000)
+
+        a_ctx, a = open_ready(browser, a_url)  # the closed tab's conversation, reopened from its link
+        stats = a.get_by_test_id("stChatMessage").nth(1).get_by_text(re.compile(r"(\d+) tokens · stopped"))
+        stats.wait_for(timeout=30_000)
+        tokens = int(re.search(r"(\d+) tokens · stopped", stats.inner_text()).group(1))
+        assert 0 < tokens < 2000, f"{tokens} tokens: the closed tab's answer was not stopped"
+    finally:
+        switch_model(a, "Demo MoE (tiny, bundled)")  # for the tests that share this server
+        a_ctx.close()
+        if b_ctx is not None:
+            b_ctx.close()
+
+
+def test_a_model_switch_stops_other_users_answers_and_says_why(server, browser):
+    a_ctx, a = open_ready(browser, server["url"])
+    b_ctx = None
+    switched_back = False
+    try:
+        switch_model(a, "Tiny random MoE")
+        b_ctx, b = open_ready(browser, server["url"])
+        set_max_new_tokens(b, 2000)
+        ask(b, "Hi")
+        b.get_by_test_id("stChatMessage").nth(1).get_by_test_id("stMarkdownContainer").first.wait_for(timeout=30_000)
+        switch_model(a, "Demo MoE (tiny, bundled)")  # while B's answer streams
+        switched_back = True
+        note = b.get_by_text(re.compile(r"(\d+) tokens · Stopped: the model is being switched to Demo MoE"))
+        note.wait_for(timeout=30_000)
+        tokens = int(re.search(r"(\d+) tokens", note.inner_text()).group(1))
+        assert 0 < tokens < 2000
+        b.get_by_text(re.compile(r"Demo MoE \(tiny, bundled\)\s*ready")).wait_for(timeout=30_000)
+    finally:
+        if not switched_back:
+            switch_model(a, "Demo MoE (tiny, bundled)")  # for the tests that share this server
+        a_ctx.close()
+        if b_ctx is not None:
+            b_ctx.close()

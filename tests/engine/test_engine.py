@@ -79,16 +79,16 @@ def test_missing_local_folder_is_a_clear_error_and_status(settings, tmp_path):
     assert "config.json" in engine.status().message
 
 
-def test_corrupt_weights_are_a_load_error(settings, random_model_dir, tmp_path):
+def test_corrupt_weights_with_no_model_loaded_are_the_status(settings, random_model_dir, tmp_path):
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(random_model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     engine = Engine(settings)
-    with pytest.raises(ModelLoadError, match="Broken failed to load"):
+    with pytest.raises(ModelLoadError, match="model.safetensors in .*broken is damaged"):
         engine.load(ModelSpec(id="broken", name="Broken", source="local", path=broken))
-    assert engine.status().state == "error"
+    assert engine.status().state == "error" and "is damaged" in engine.status().message
 
 
 def test_status_after_load_says_where_the_model_is(demo_engine):
