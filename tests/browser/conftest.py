@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,15 +69,41 @@ def browser():
         b.close()
 
 
+_SHOTS: list[tuple[str, bytes]] = []  # (step, PNG) of the running test
+
+
+def shot(page, step: str) -> None:
+    """Remember what `page` shows after `step`; the pictures are written out only if the test fails."""
+    if not page.is_closed():
+        _SHOTS.append((step, page.screenshot()))
+
+
+def failed(request) -> bool:
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and report.failed
+
+
+@pytest.fixture(autouse=True)
+def step_screenshots(request):
+    """A failed browser test leaves test-artifacts/screenshots/<test>/ with a picture of each step."""
+    _SHOTS.clear()
+    yield
+    if failed(request):
+        folder = ARTIFACTS / request.node.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (step, data) in enumerate(_SHOTS, 1):
+            (folder / f"{i:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', step).strip('-')[:60]}.png").write_bytes(data)
+    _SHOTS.clear()
+
+
 @pytest.fixture
 def page(browser, request):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     yield pg
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    if failed(request):
+        (ARTIFACTS / request.node.name).mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / request.node.name / "final.png"), full_page=True)
     context.close()
 
 

@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.browser.conftest import shot
 from tests.helpers import KNOWN_ANSWERS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -36,6 +37,7 @@ def ask(page, text: str) -> None:
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(text)
     box.press("Enter")
+    shot(page, f"sent {text}")
 
 
 def test_demo_answers_in_the_browser_and_streams(server, page):
@@ -77,6 +79,7 @@ def open_ready(browser, url: str):
     pg = context.new_page()
     pg.goto(url)
     pg.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    shot(pg, "opened")
     return context, pg
 
 
@@ -128,6 +131,7 @@ def switch_model(page, name: str) -> None:
     option.click()
     page.get_by_role("button", name="Switch").click()
     page.get_by_text(re.compile(re.escape(name) + r"\s*ready")).wait_for(timeout=60_000)
+    shot(page, f"switched to {name}")
 
 
 def test_stop_mid_answer_keeps_the_partial_answer(server, page):
@@ -140,6 +144,7 @@ def test_stop_mid_answer_keeps_the_partial_answer(server, page):
         bubble = page.get_by_test_id("stChatMessage").nth(1)
         bubble.get_by_test_id("stMarkdownContainer").first.wait_for(timeout=30_000)
         bubble.get_by_role("button", name="Stop").click()
+        shot(page, "clicked Stop")
         stats = page.get_by_test_id("stChatMessage").nth(1).get_by_text(re.compile(r"(\d+) tokens · stopped"))
         stats.wait_for(timeout=30_000)
         tokens = int(re.search(r"(\d+) tokens · stopped", stats.inner_text()).group(1))
@@ -175,6 +180,7 @@ def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_in_line(server, b
         set_max_new_tokens(b, 8)
         ask(b, "Hi")
         b.get_by_text(re.compile(r"you are number 1 in line")).wait_for(timeout=20_000)
+        shot(b, "waiting in line")
         a_ctx.close()  # the tab closes mid-answer
         b.get_by_text(re.compile(r"8 tokens · hit max new tokens")).wait_for(timeout=30_000)
 
