@@ -136,7 +136,8 @@ def main() -> None:
             engine.start_load(spec)
             st.rerun()
     action = chat.render_history(messages, actions=ready and params is not None)
-    prompt = chat.render_input(ready and params is not None, status.model_name, settings.max_message_chars)
+    can_send = ready and params is not None
+    prompt = chat.render_input(can_send, status.model_name, settings.max_message_chars)
     if prompt:
         prompt = clean_text(prompt)
         try:
@@ -144,6 +145,9 @@ def main() -> None:
         except MoEChatError as exc:
             chat.show_error(str(exc))
             prompt = None
+    if prompt and prompt.strip() and not can_send:
+        chat.show_unsent(prompt, unready_reason(status, engine.job(), params))
+        prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
         messages.pop()
         journal.truncate(len(messages))
@@ -166,6 +170,15 @@ def main() -> None:
     elif not pending or not ready or params is None:
         return
     answer(engine, journal, messages, system, params, settings)
+
+
+def unready_reason(status, job, params) -> str:
+    """Why a message cannot be answered now (the page may have been drawn before another session acted)."""
+    if status.state == "loading" or (job is not None and job.running):
+        return f"{(job.model_name if job is not None and job.running else status.model_name)} is being loaded"
+    if status.state != "ready":
+        return "No model is loaded (load one in the sidebar)"
+    return "The generation parameters are invalid (see Generation in the sidebar)"
 
 
 def to_send(messages: list[dict], system: str) -> list[dict[str, str]]:

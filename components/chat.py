@@ -92,10 +92,14 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
     return HistoryAction(regenerate=regenerate, edited=edited)
 
 
-def render_input(enabled: bool, model_name: str | None, max_chars: int | None = None) -> str | None:
-    """The message box; it waits while an answer streams (the answer has its own Stop button)."""
-    hint = f"Message {model_name}" if enabled and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", disabled=not enabled, submit_mode="disable", max_chars=max_chars)
+def render_input(ready: bool, model_name: str | None, max_chars: int | None = None) -> str | None:
+    """The message box; it waits while an answer streams (the answer has its own Stop button).
+
+    It stays enabled when no model is ready: a page drawn before another session unloaded or switched the
+    model must not swallow what was typed (see `show_unsent`).
+    """
+    hint = f"Message {model_name}" if ready and model_name else "Load a model in the sidebar to chat"
+    text = st.chat_input(hint, key="chat_input", submit_mode="disable", max_chars=max_chars)
     return text if isinstance(text, str) else None
 
 
@@ -136,6 +140,13 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
 
 def show_error(message: str) -> None:
     st.error(message, icon=":material/error:")
+
+
+def show_unsent(text: str, why: str) -> None:
+    """A message that could not be sent, given back to copy."""
+    st.warning(f"{why}: your message was not sent. Here it is to copy; send it again once the model is ready.",
+               icon=":material/schedule:")
+    st.code(text, language=None, wrap_lines=True)
 
 
 def render_model_banner(spec: Any) -> None:

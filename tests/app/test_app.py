@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.app.conftest import chat_messages, run_until, status_text
+from tests.app.conftest import chat_messages, open_page, run_until, status_text
 from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME, XVERSE_MODEL_ID
 from tests.helpers import KNOWN_ANSWERS
 
@@ -33,10 +33,16 @@ def test_switch_model_shows_the_new_one_and_keeps_the_conversation(app):
     assert chat_messages(app)[:2] == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"])]
 
 
-def test_unload_disables_the_message_box(app):
-    app.button(key="unload_model").click().run()
-    assert "No model loaded" in status_text(app)
-    assert app.chat_input[0].disabled is True
+def test_a_message_sent_after_another_session_unloaded_the_model_is_given_back(app):
+    other = open_page()  # another tab unloads the model while this page still shows it ready
+    other.button(key="unload_model").click().run()
+    assert "No model loaded" in status_text(other)
+    app.chat_input[0].set_value("Hello there").run()
+    assert chat_messages(app) == []  # nothing sent, nothing half-recorded
+    assert any("No model is loaded (load one in the sidebar): your message was not sent" in w.value
+               for w in app.main.warning)
+    assert [c.value for c in app.main.code] == ["Hello there"]  # the text, to copy
+    assert app.chat_input[0].placeholder == "Load a model in the sidebar to chat"
 
 
 def test_clear_empties_the_history(app):
