@@ -146,7 +146,7 @@ def main() -> None:
             chat.show_error(str(exc))
             prompt = None
     if prompt and prompt.strip() and not can_send:
-        chat.show_unsent(prompt, unready_reason(status, engine.job(), params))
+        chat.show_unsent(prompt, unready_reason(status, engine.job()))
         prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
         messages.pop()
@@ -172,7 +172,7 @@ def main() -> None:
     answer(engine, journal, messages, system, params, settings)
 
 
-def unready_reason(status, job, params) -> str:
+def unready_reason(status, job) -> str:
     """Why a message cannot be answered now (the page may have been drawn before another session acted)."""
     if status.state == "loading" or (job is not None and job.running):
         return f"{(job.model_name if job is not None and job.running else status.model_name)} is being loaded"
