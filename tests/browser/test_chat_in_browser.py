@@ -33,7 +33,13 @@ def answer_text(page, text: str):
     return page.get_by_test_id("stChatMessage").get_by_test_id("stMarkdownContainer").get_by_text(text, exact=True)
 
 
+def settle(page) -> None:
+    """Wait until the page's script run has finished, so what is typed next goes to a page drawn whole."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
+
+
 def ask(page, text: str) -> None:
+    settle(page)
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(text)
     box.press("Enter")
@@ -79,6 +85,7 @@ def open_ready(browser, url: str):
     pg = context.new_page()
     pg.goto(url)
     pg.get_by_text(re.compile(r"\bready\b")).first.wait_for(timeout=60_000)
+    settle(pg)
     shot(pg, "opened")
     return context, pg
 
@@ -118,6 +125,7 @@ def test_switching_model_shows_the_new_status(server, page):
 
 
 def switch_model(page, name: str) -> None:
+    settle(page)
     label = page.get_by_test_id("stWidgetLabel").get_by_text("Model", exact=True)
     picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has=label)
     option = page.get_by_role("option", name=name)
@@ -131,6 +139,7 @@ def switch_model(page, name: str) -> None:
     option.click()
     page.get_by_role("button", name="Switch").click()
     page.get_by_text(re.compile(re.escape(name) + r"\s*ready")).wait_for(timeout=60_000)
+    settle(page)
     shot(page, f"switched to {name}")
 
 
@@ -161,9 +170,11 @@ def test_stop_mid_answer_keeps_the_partial_answer(server, page):
 def set_max_new_tokens(page, n: int) -> None:
     page.get_by_test_id("stSidebar").get_by_text("Generation", exact=True).click()
     limit = page.get_by_label("Max new tokens")
+    settle(page)
     limit.fill(str(n))
     limit.press("Enter")
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(300)  # the rerun the new value asks for starts
+    settle(page)
 
 
 def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_in_line(server, browser):
