@@ -174,8 +174,10 @@ def main() -> None:
 
 def unready_reason(status, job) -> str:
     """Why a message cannot be answered now (the page may have been drawn before another session acted)."""
-    if status.state == "loading" or (job is not None and job.running):
-        return f"{(job.model_name if job is not None and job.running else status.model_name)} is being loaded"
+    if job is not None and job.running:
+        return f"{job.model_name} is being loaded"
+    if status.state == "loading":
+        return f"{status.model_name} is being loaded"
     if status.state != "ready":
         return "No model is loaded (load one in the sidebar)"
     return "The generation parameters are invalid (see Generation in the sidebar)"

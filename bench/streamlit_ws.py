@@ -22,7 +22,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from websockets.asyncio.client import connect
 
-MAIN, SIDEBAR = 0, 1  # delta path roots
+MAIN = 0  # delta path root of the main area (the sidebar is 1)
 NATIVE = 1  # Markdown.Type of st.markdown (captions are 2)
 IN_LINE = re.compile(r"you are number (\d+) in line")
 
@@ -69,7 +69,6 @@ class Session:
         self.page = Page()  # the run being drawn
         self.last = Page()  # the last run that finished
         self._finished = asyncio.Condition()
-        self._runs_finished = 0
         self._reader = asyncio.create_task(self._read())
         self.on_delta: Callable[[Page], None] | None = None
 
@@ -108,7 +107,6 @@ class Session:
                     ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):
                 async with self._finished:
                     self.last = self.page
-                    self._runs_finished += 1
                     self._finished.notify_all()
 
     async def wait_for(self, done: Callable[[Page], bool], timeout_s: float) -> Page:

@@ -159,13 +159,11 @@ class ChatStream(Iterator[str]):
         if self._slots is not None and not self._slots.acquire(self, self.stop):
             self._streamer.end()  # cancelled while waiting in the queue: nothing was generated
             return
-        if self.stop.is_set():  # cancelled just as its turn came
-            if self._slots is not None:
-                self._slots.release()
-            self._streamer.end()
-            return
         self._started = self._last_activity = time.perf_counter()  # time in the queue is not generation time
         try:
+            if self.stop.is_set():  # cancelled just as its turn came
+                self._streamer.end()
+                return
             with torch.inference_mode():
                 out = model.generate(**kwargs)  # [1, prompt + new tokens]
             self._last_token = int(out[0, -1])

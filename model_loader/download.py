@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_loader.checkpoint_check import weight_files
 from model_loader.download_progress import DownloadAborted, DownloadProgress, ProgressTracker
-from model_loader.errors import ModelNotFoundError, MoEChatError
+from model_loader.errors import ModelLoadError, ModelNotFoundError, MoEChatError
 from model_loader.registry import ModelSpec
 from model_loader.settings import Settings
 
@@ -159,16 +160,12 @@ def _has_files(folder: Path, sizes: dict[str, int]) -> bool:
 
 def _looks_loadable(folder: Path) -> bool:
     """A copy made by other means (or an older run): config, every weight shard, and no partial file."""
-    names = [p.name for p in folder.iterdir()]
-    weights = _weights(names)
-    if "config.json" not in names or not weights or any(n.endswith(".incomplete") for n in names):
+    if not (folder / "config.json").is_file() or any(p.name.endswith(".incomplete") for p in folder.iterdir()):
         return False
-    for index in (w for w in weights if w.endswith(".index.json")):
-        try:
-            shards = set(json.loads((folder / index).read_text())["weight_map"].values())
-        except (OSError, ValueError, KeyError):
-            return False
-        return all((folder / shard).is_file() for shard in shards)
+    try:
+        weight_files(folder)  # raises when a shard the index lists is missing, or there are no weights
+    except ModelLoadError:
+        return False
     return True
 
 

@@ -63,8 +63,9 @@ def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
     return tokenizer
 
 
-def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokenizer: Any = None) -> LoadedModel:
-    """Load weights (and the tokenizer, unless given) from `folder`; library errors become `ModelLoadError`."""
+def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokenizer: Any) -> LoadedModel:
+    """Load the weights from `folder` beside `tokenizer` (from `load_tokenizer`); library errors become
+    `ModelLoadError`."""
     from transformers import AutoModelForCausalLM
 
     from model_loader.xverse import register as register_architectures
@@ -72,8 +73,6 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
     register_architectures()
 
     started = time.perf_counter()
-    if tokenizer is None:
-        tokenizer = load_tokenizer(spec, folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, trust_remote_code=spec.trust_remote_code, **placement.from_pretrained_kwargs()

@@ -76,6 +76,16 @@ def shape(conversation) -> list[tuple]:
 
 # 1. Round trip, titles, list order, edits.
 
+def test_the_shipped_first_migration_is_never_edited():
+    """Databases made by earlier releases ran migration 1 as written then: changing it must be a new migration."""
+    from chat_engine.store_migrations import MIGRATIONS
+
+    def words(statements):
+        return [" ".join(s.split()) for s in statements]
+
+    assert words(MIGRATIONS[0].statements) == words(V1_DDL)
+
+
 def test_awkward_messages_come_back_exactly_after_reopening(store: ConversationStore, db: Path):
     params = {"temperature": 0.7, "top_p": 0.9, "seed": None, "max_new_tokens": 256}
     conv_id = store.create(model_id="qwen1.5-moe-a2.7b-chat", system_prompt="Réponds en français 🙂", params=params)
