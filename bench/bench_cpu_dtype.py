@@ -1,6 +1,8 @@
 """Which dtype the CPU path should use: load time and greedy decode speed of the demo model, float32 vs bfloat16.
 
-    python bench/bench_cpu_dtype.py [--tokens 300] [--runs 5]
+    python bench/bench_cpu_dtype.py [--tokens 300] [--runs 5] [--quick]
+
+--quick (30 tokens, 1 run, seconds) only shows that it still runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="30 tokens, 1 run: checks that it runs, measures nothing")
     args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.runs = 30, 1
 
     import torch
 

@@ -3,7 +3,9 @@
 Runs on the bundled demo model with one torch thread (timings on 2 cores are noisy otherwise) and
 prints medians as ratios against plain generate measured in the same run:
 
-    python bench/bench_streaming.py [--tokens 1000] [--runs 5]
+    python bench/bench_streaming.py [--tokens 1000] [--runs 15] [--quick]
+
+--quick (100 tokens, 2 runs, a few seconds) only shows that every path still runs; its ratios mean nothing.
 
 Paths measured, each producing exactly --tokens new tokens for the same prompt:
   plain     model.generate(...) with the same generation config, no streamer
@@ -54,8 +56,9 @@ def attach_page_context():
         sent["messages"] += 1
         sent["bytes"] += len(msg.SerializeToString())
 
-    add_script_run_ctx(threading.current_thread(), dataclasses.replace(box[0], _enqueue=send))
-    return sent
+    ctx = dataclasses.replace(box[0], _enqueue=send)
+    add_script_run_ctx(threading.current_thread(), ctx)
+    return ctx, sent
 
 
 def main() -> None:
@@ -63,7 +66,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the process to one core")
+    ap.add_argument("--quick", action="store_true", help="100 tokens, 2 runs: checks that it runs, measures nothing")
     args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.runs = 100, 2
 
     import torch
 
@@ -106,16 +112,17 @@ def main() -> None:
 
     from components import chat
 
-    sent = attach_page_context()
+    ctx, sent = attach_page_context()
 
     def page() -> float:
+        ctx.shared.reset()  # each answer is drawn by a new page run, as in the app: widget keys start afresh
         started = time.perf_counter()
         with st.chat_message("assistant"):  # as the page answers: budget, redraws, then the stats line
             stream = engine.chat(PROMPT, params)
             reply = chat.stream_reply(stream, settings.stream_interval_s)
             st.caption(chat.stats_line({"ttft_s": stream.result.time_to_first_token_s, "tokens": stream.new_tokens,
                                         "tokens_per_s": stream.result.tokens_per_s, "finish_reason": "length"}))
-        assert len(reply.text) > 1000
+        assert reply.error is None and len(reply.text) > args.tokens
         return time.perf_counter() - started
 
     paths = {"plain": plain, "streamed": streamed, "page": page}

@@ -1,6 +1,6 @@
 """Load test: N simulated users, each sending M messages to one app server at once.
 
-    python bench/load_test.py [--users 8] [--messages 5] [--timeout 120]
+    python bench/load_test.py [--users 8] [--messages 5] [--timeout 120] [--quick]
 
 Starts `streamlit run app.py` on a free loopback port (its own temporary database and config) and opens N
 sessions on it that speak the page's own websocket protocol (bench/streamlit_ws.py): to the server each is
@@ -9,7 +9,8 @@ Every user sends M of the demo model's known prompts, each user in a different o
 one conversation per user. An answer counts as completed only if it is exactly the demo's known answer to that
 user's own prompt (so cross-talk between sessions is a failure). Reports completed / failed, latency percentiles
 (send to full answer), time to first text (which includes waiting in the model's queue), how many requests waited
-in line, and the server's memory before and after. Loopback only; bounded in count and time.
+in line, and the server's memory before and after. Loopback only; bounded in count and time. --quick: 2 users x 1
+message, to show that it still runs.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--messages", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per answer")
+    ap.add_argument("--quick", action="store_true", help="2 users x 1 message: checks that it runs")
     args = ap.parse_args()
+    if args.quick:
+        args.users, args.messages = 2, 1
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))

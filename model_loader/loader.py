@@ -50,6 +50,11 @@ def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
     """The tokenizer of `folder`, with the row's chat template when the files carry none (cheap: done first)."""
     from transformers import AutoTokenizer
 
+    from model_loader.xverse import register as register_architectures
+
+    # AutoTokenizer reads config.json too: with the app's architectures unregistered it falls back to a generic
+    # config, which mis-reads legacy keys such as `rope_scaling` (and warns about them on every load).
+    register_architectures()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
     except Exception as exc:

@@ -12,7 +12,7 @@ class XverseConfig(PreTrainedConfig):
     """Configuration of an XVERSE-MoE model; the defaults are those of XVERSE-MoE-A4.2B."""
 
     model_type = "xverse"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     # The real config.json gives `rope_theta: 500000` at the top level; v5 moves it into `rope_parameters`.
     default_theta = 500000.0
     base_model_tp_plan = {
@@ -51,11 +51,10 @@ class XverseConfig(PreTrainedConfig):
     num_experts: int = 64
     moe_top_k: int = 6
     num_shared_experts: int = 2  # one shared MLP of num_shared_experts * intermediate_size
-    # Whether the top-k routing probabilities are rescaled to sum to 1. Disputed for this model: the public copy of
-    # the original modeling file divides them by their sum (+1e-6), while SGLang's port renormalises only when the
-    # config says so, and the published config.json does not. Default False (as SGLang); one line of config.json
-    # flips it if the original authors' intent turns out to be renormalisation.
-    norm_topk_prob: bool = False
+    # Whether the top-k routing probabilities are rescaled to sum to 1 (p / (sum + 1e-6)). The model's own remote code
+    # does so unconditionally and never reads this key (the published config.json has none), and it agrees with this
+    # port to ~1e-6 only with renormalisation on; so on by default, and `"norm_topk_prob": false` turns it off.
+    norm_topk_prob: bool = True
     output_router_logits: bool = False
     router_aux_loss_coef: float = 0.01
     pad_token_id: int | None = 1

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -27,6 +29,19 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from model_loader.xverse.configuration_xverse import XverseConfig
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (argument, output field and mask helper) and
+# deprecates the old name; 5.23 knows only the old one. Follow whichever the installed version speaks.
+CACHE_FIELD = "cache" if "cache" in {f.name for f in dataclasses.fields(MoeModelOutputWithPast)} else "past_key_values"
+_MASK_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+ROUTING_EPS = 1e-6  # added to the top-k sum before renormalising, as the original remote code does
+
+
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache under whichever name the caller used (5.24's `generate` passes `cache`, 5.23's the old name)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once: `cache` or `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
 class XverseRMSNorm(nn.Module):
@@ -137,7 +152,7 @@ class XverseAttention(nn.Module):
         self.o_proj = nn.Linear(q_out, config.hidden_size, bias=config.attention_bias)
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                attention_mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
+                attention_mask: torch.Tensor | None = None, cache: Cache | None = None,
                 **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]  # [batch, seq]
         hidden_shape = (*input_shape, -1, self.head_dim)
@@ -146,8 +161,8 @@ class XverseAttention(nn.Module):
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -221,8 +236,8 @@ class XverseRouter(nn.Module):
         router_logits = F.linear(hidden_states.float(), self.weight.float())  # [tokens, experts]
         routing_probs = F.softmax(router_logits, dim=-1, dtype=torch.float32)
         top_k_weights, top_k_index = torch.topk(routing_probs, self.top_k, dim=-1)  # [tokens, k]
-        if self.norm_topk_prob:  # disputed for XVERSE: see XverseConfig.norm_topk_prob
-            top_k_weights = top_k_weights / top_k_weights.sum(dim=-1, keepdim=True)
+        if self.norm_topk_prob:  # on unless config.json says otherwise: see XverseConfig.norm_topk_prob
+            top_k_weights = top_k_weights / (top_k_weights.sum(dim=-1, keepdim=True) + ROUTING_EPS)
         return router_logits, top_k_weights, top_k_index
 
 
@@ -255,13 +270,13 @@ class XverseDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = XverseRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
                 use_cache: bool | None = False, position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
                 **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:  # [batch, seq, hidden]
         residual = hidden_states
         hidden_states, _ = self.self_attn(
             hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
-            position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
+            position_ids=position_ids, cache=cache, use_cache=use_cache,
             position_embeddings=position_embeddings, **kwargs,
         )
         hidden_states = residual + hidden_states
@@ -276,7 +291,7 @@ class XversePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["XverseDecoderLayer"]  # device_map="auto" keeps a layer on one device
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _keep_in_fp32_modules_strict = ["router"]  # the original keeps the router weight in float32 under bf16
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -317,34 +332,35 @@ class XverseModel(XversePreTrainedModel):
     @merge_with_config_defaults
     @capture_outputs
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.FloatTensor | None = None, use_cache: bool | None = None,
+                past_key_values: Cache | None = None,
                 **kwargs: Unpack[TransformersKwargs]) -> MoeModelOutputWithPast:
         """Hidden states [batch, seq, hidden] of the last layer; router logits when output_router_logits=True."""
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        cache = _one_cache(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [batch, seq, hidden]
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # [1, seq]
         causal_mask = create_causal_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            past_key_values=past_key_values, position_ids=position_ids,
+            position_ids=position_ids, **{_MASK_CACHE_ARG: cache},
         )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for decoder_layer in self.layers[: self.config.num_hidden_layers]:
             hidden_states = decoder_layer(
                 hidden_states, attention_mask=causal_mask, position_ids=position_ids,
-                past_key_values=past_key_values, use_cache=use_cache, position_embeddings=position_embeddings,
-                **kwargs,
+                cache=cache, use_cache=use_cache, position_embeddings=position_embeddings, **kwargs,
             )
         return MoeModelOutputWithPast(last_hidden_state=self.norm(hidden_states),
-                                      past_key_values=past_key_values if use_cache else None)
+                                      **{CACHE_FIELD: cache if use_cache else None})
 
 
 class XverseForCausalLM(XversePreTrainedModel, GenerationMixin):
@@ -364,10 +380,10 @@ class XverseForCausalLM(XversePreTrainedModel, GenerationMixin):
 
     @can_return_tuple
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.LongTensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.FloatTensor | None = None, labels: torch.LongTensor | None = None,
                 use_cache: bool | None = None, output_router_logits: bool | None = None,
-                logits_to_keep: int | torch.Tensor = 0,
+                logits_to_keep: int | torch.Tensor = 0, past_key_values: Cache | None = None,
                 **kwargs: Unpack[TransformersKwargs]) -> MoeCausalLMOutputWithPast:
         """Logits [batch, seq, vocab]; router logits per layer ([tokens, experts]) when output_router_logits=True.
 
@@ -377,7 +393,7 @@ class XverseForCausalLM(XversePreTrainedModel, GenerationMixin):
             output_router_logits = self.config.output_router_logits
         outputs: MoeModelOutputWithPast = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            cache=_one_cache(cache, past_key_values), inputs_embeds=inputs_embeds, use_cache=use_cache,
             output_router_logits=output_router_logits, **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -386,8 +402,8 @@ class XverseForCausalLM(XversePreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         return MoeCausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions, router_logits=outputs.router_logits,
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            router_logits=outputs.router_logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 

@@ -47,8 +47,8 @@ def xverse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def xverse_norm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_xverse(tmp_path_factory.mktemp("tiny-xverse-norm"), seed=1, norm_topk_prob=True)
+def xverse_unnormalised_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_xverse(tmp_path_factory.mktemp("tiny-xverse-plain"), seed=1, norm_topk_prob=False)
 
 
 @pytest.fixture(scope="session")
@@ -150,9 +150,9 @@ def ref_moe(x: torch.Tensor, w: dict, prefix: str, cfg: dict, trace: dict) -> to
         order = sorted(range(cfg["num_experts"]), key=lambda e: -probs[e].item())
         trace["margins"][-1].append((logits[t, order[top_k - 1]] - logits[t, order[top_k]]).item())
         weights = {e: probs[e] for e in order[:top_k]}
-        if cfg.get("norm_topk_prob", False):
+        if cfg.get("norm_topk_prob", True):  # the original renormalises, +1e-6, whatever the config says
             total = sum(weights.values())
-            weights = {e: p_e / total for e, p_e in weights.items()}
+            weights = {e: p_e / (total + 1e-6) for e, p_e in weights.items()}
         for e, p_e in weights.items():
             expert = (w[f"{p}experts.{e}.{n}_proj.weight"] for n in ("gate", "up", "down"))
             out[t] += p_e * ref_gated_mlp(x[t], *expert)
@@ -250,7 +250,7 @@ def test_real_config_builds_the_published_25_8b_model(registered, tmp_path):
     config = AutoConfig.from_pretrained(tmp_path, trust_remote_code=False)  # auto_map present, no remote files
     assert type(config) is XverseConfig
     assert config.rope_parameters == {"rope_theta": 500000, "rope_type": "default"}
-    assert (config.num_key_value_heads, config.norm_topk_prob, config.dtype) == (32, False, torch.bfloat16)
+    assert (config.num_key_value_heads, config.norm_topk_prob, config.dtype) == (32, True, torch.bfloat16)
     with torch.device("meta"):
         model = XverseForCausalLM(config)
     total = sum(p.numel() for p in model.parameters())
@@ -278,14 +278,26 @@ def test_bfloat16_logits_match_the_reference(registered, xverse_dir, unambiguous
 
 
 @pytest.mark.parametrize("experts", CPU_EXPERTS)
-def test_norm_topk_prob_renormalises_the_chosen_weights(registered, xverse_norm_dir, experts):
-    ids = prompt_ids(xverse_norm_dir)
-    model, _ = load(xverse_norm_dir, experts_implementation=experts)
+def test_routing_is_renormalised_when_config_json_has_no_key(registered, xverse_dir, experts):
+    assert "norm_topk_prob" not in json.loads((xverse_dir / "config.json").read_text())  # as the published one
+    ids = prompt_ids(xverse_dir)
+    model, _ = load(xverse_dir, experts_implementation=experts)
     assert model.config.norm_topk_prob is True
     actual = model_logits(model, ids)
-    assert_close(actual, reference(xverse_norm_dir, ids)[0], rel=1e-5)
-    without = reference(xverse_norm_dir, ids, norm_topk_prob=False)[0]
-    assert (actual - without).abs().max() > 1e-2  # the flag really changes the answer
+    assert_close(actual, reference(xverse_dir, ids, norm_topk_prob=True)[0], rel=1e-5)
+    without = reference(xverse_dir, ids, norm_topk_prob=False)[0]
+    assert (actual - without).abs().max() > 1e-2  # renormalising really changes the answer
+
+
+@pytest.mark.parametrize("experts", CPU_EXPERTS)
+def test_norm_topk_prob_false_in_config_json_turns_renormalisation_off(registered, xverse_unnormalised_dir, experts):
+    folder = xverse_unnormalised_dir
+    ids = prompt_ids(folder)
+    model, _ = load(folder, experts_implementation=experts)
+    assert model.config.norm_topk_prob is False
+    actual = model_logits(model, ids)
+    assert_close(actual, reference(folder, ids, norm_topk_prob=False)[0], rel=1e-5)
+    assert (actual - reference(folder, ids, norm_topk_prob=True)[0]).abs().max() > 1e-2
 
 
 def test_router_logits_are_returned(registered, xverse_dir):
@@ -302,18 +314,60 @@ def test_router_logits_are_returned(registered, xverse_dir):
 
 # --- c. the KV cache and the attention kernels change nothing ---
 
-def test_cached_generation_equals_uncached(registered, xverse_dir):
+def reference_greedy(folder: Path, ids: list[int], tokens: int) -> list[int]:
+    """Greedy continuation by the float64 reference, each step recomputed from the whole sequence (no cache)."""
+    ids = list(ids)
+    for _ in range(tokens):
+        ids.append(int(reference(folder, ids)[0][-1].argmax()))
+    return ids
+
+
+def test_cached_generation_equals_uncached_equals_the_reference(registered, xverse_dir):
+    from transformers import DynamicCache
+
+    from model_loader.xverse.modeling_xverse import CACHE_FIELD
+
+    model, _ = load(xverse_dir)
+    prompt = prompt_ids(xverse_dir)
+    input_ids = torch.tensor([prompt])
+    kwargs = {"max_new_tokens": 24, "min_new_tokens": 24, "do_sample": False, "pad_token_id": 1}
+    with torch.no_grad():
+        cached = model.generate(input_ids, **kwargs).tolist()[0]  # what the app does: the default cache
+        explicit = model.generate(input_ids, use_cache=True, **{CACHE_FIELD: DynamicCache(config=model.config)},
+                                  **kwargs).tolist()[0]
+        uncached = model.generate(input_ids, use_cache=False, **kwargs).tolist()[0]
+    assert len(cached) == len(prompt) + 24
+    expected = reference_greedy(xverse_dir, prompt, 24)
+    assert len(set(expected[len(prompt):])) > 3  # a real continuation, not one token repeated
+    assert cached == explicit == uncached == expected
+
+
+def test_the_cache_is_accepted_under_both_names(registered, xverse_dir):
+    """5.24's `generate` passes `cache=`, 5.23's `past_key_values=`: a second step must see the first either way."""
     from transformers import DynamicCache
 
     model, _ = load(xverse_dir)
-    input_ids = torch.tensor([prompt_ids(xverse_dir)])
-    kwargs = {"max_new_tokens": 20, "min_new_tokens": 20, "do_sample": False, "pad_token_id": 1}
-    with torch.no_grad():
-        cached = model.generate(input_ids, use_cache=True, past_key_values=DynamicCache(config=model.config),
-                                **kwargs)
-        uncached = model.generate(input_ids, use_cache=False, **kwargs)
-    assert cached.shape[1] == input_ids.shape[1] + 20
-    assert cached.tolist() == uncached.tolist()
+    ids = prompt_ids(xverse_dir)
+    whole = model_logits(model, ids)[-1]
+    for name in ("cache", "past_key_values"):
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(torch.tensor([ids[:-1]]), use_cache=True, **{name: cache})
+            assert cache.get_seq_length() == len(ids) - 1
+            last = model(torch.tensor([ids[-1:]]), use_cache=True, **{name: cache}).logits[0, -1].double()
+        torch.testing.assert_close(last, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_load_and_generate_raise_no_deprecation_warning(registered, xverse_dir):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        model, _ = load(xverse_dir)
+        with torch.no_grad():
+            model.generate(torch.tensor([prompt_ids(xverse_dir)]), max_new_tokens=3, do_sample=False,
+                           pad_token_id=1)
 
 
 def test_left_padded_batch_continues_each_prompt_as_alone(registered, xverse_dir):

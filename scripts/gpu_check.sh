@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# For the day a CUDA GPU is at hand: the `gpu` tests (tiny Qwen2-MoE and XVERSE in bf16 with device_map="auto",
+# sdpa and flash-attention 2 when installed, cached == uncached, the demo's known answers on cuda) and a short
+# decode benchmark per experts kernel. One summary line per check; exits 0 with "skipped" where no GPU is visible.
+# Run after `bash scripts/test.sh` has installed the test requirements (or `pip install -r requirements-dev.txt`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_check: skipped: no CUDA GPU visible to torch (nothing to check on this machine)"
+  exit 0
+fi
+"$PYTHON" -c "import torch; print('gpu_check:', torch.cuda.device_count(), 'x', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
+
+status=0
+# -rA: one line per test (PASSED / FAILED / SKIPPED with its reason) in the closing summary
+timeout 420 "$PYTHON" -m pytest -m gpu -q -rA -p no:cacheprovider tests/engine > /tmp/gpu_check_tests.log 2>&1 || status=1
+grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed" /tmp/gpu_check_tests.log | sed 's/^/gpu_check: /'
+timeout 120 "$PYTHON" bench/bench_decode.py --tokens 200 --runs 3 2>&1 | grep -E "^decode|Error" | sed 's/^/gpu_check: /' \
+  || status=1
+[ "$status" -eq 0 ] && echo "gpu_check: all checks passed" || echo "gpu_check: FAILED (full test log: /tmp/gpu_check_tests.log)"
+exit "$status"

@@ -1,0 +1,45 @@
+"""Benchmarks cannot rot: every script in bench/ runs in its quick mode and prints its numbers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+# What each script's quick run must print; a new script in bench/ fails the test below until it is listed here.
+EXPECTED = {
+    "bench_streaming.py": [r"streamed / plain = [\d.]+", r"page / plain\s+= [\d.]+",
+                           r"page: \d+ messages, \d+ kB per answer"],
+    "bench_decode.py": [rf"decode {kernel:10s} on cpu float32: first token [\d.]+ ms, \d+ tokens/s"
+                        for kernel in ("eager", "batched_mm", "grouped_mm")],
+    "bench_cpu_dtype.py": [r"float32 +\d+ tokens/s", r"bfloat16 +\d+ tokens/s"],
+    "soak_conversation.py": [r"30 turns, context 128 tokens; at the end [1-9]\d* earlier turns were not sent",
+                             r"turn 20: \d+ threads, \d+ MiB; turn 30: \d+ threads, \d+ MiB"],
+    "load_test.py": [r"2 users x 1 messages in [\d.]+ s: 2/2 answers complete and correct, 0 failed",
+                     r"latency \(send to full answer\): p50 [\d.]+ s", r"queue: \d+/2 requests waited in line",
+                     r"server memory: \d+ MiB before, \d+ MiB after"],
+}
+
+
+def scripts() -> list[str]:
+    """The runnable scripts of bench/ (modules they import, such as streamlit_ws.py, have no __main__)."""
+    return sorted(p.name for p in (ROOT / "bench").glob("*.py") if '__name__ == "__main__"' in p.read_text())
+
+
+def test_every_bench_script_has_a_quick_run_listed_here():
+    assert scripts() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_quick_mode_runs_and_prints_its_numbers(script):
+    run = subprocess.run([sys.executable, f"bench/{script}", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for pattern in EXPECTED[script]:
+        assert re.search(pattern, run.stdout), f"{pattern!r} not in:\n{run.stdout}"
