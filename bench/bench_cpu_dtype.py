@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -16,22 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import options  # noqa: E402  (bench/options.py, beside this script)
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tokens", type=int, default=300)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="30 tokens, 1 run: checks that it runs, measures nothing")
-    args = ap.parse_args()
-    if args.quick:
-        args.tokens, args.runs = 30, 1
+    args = options.parse(__doc__, {"tokens": 300, "runs": 5}, quick={"tokens": 30, "runs": 1})
 
     import torch
 
     from chat_engine.engine import Engine
     from chat_engine.params import GenerationParams
+    from common.settings import Settings
     from model_loader.registry import load_registry
-    from model_loader.settings import Settings
 
     torch.set_num_threads(1)
     spec = load_registry(None).get("demo-moe")

@@ -10,31 +10,26 @@ Prints one line per kernel: median time to first token and decode tokens/s. On C
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import options  # noqa: E402  (bench/options.py, beside this script)
+
 KERNELS = ("eager", "batched_mm", "grouped_mm")
 PROMPT = [{"role": "user", "content": "Tell me a story."}]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=200)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="20 tokens, 1 run: checks that it runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.tokens, args.runs = 20, 1
+    args = options.parse(__doc__, {"tokens": 200, "runs": 3}, quick={"tokens": 20, "runs": 1})
 
     from chat_engine.engine import Engine
     from chat_engine.params import GenerationParams
+    from common.settings import Settings
     from model_loader.placement import LoadOptions
     from model_loader.registry import load_registry
-    from model_loader.settings import Settings
 
     spec = load_registry(None).get("demo-moe")
     params = GenerationParams(max_new_tokens=args.tokens, ignore_eos=True)
@@ -42,7 +37,7 @@ def main() -> None:
         engine = Engine(Settings())
         try:
             engine.load(spec, LoadOptions(experts=kernel))
-            loaded = engine._backend.loaded
+            loaded = engine.backend.loaded
             engine.chat(PROMPT, params).text()  # warm-up: kernels compile or autotune on first use
             first, rates = [], []
             for _ in range(args.runs):

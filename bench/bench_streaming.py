@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import options  # noqa: E402  (bench/options.py, beside this script)
+
 PROMPT = [{"role": "user", "content": "Tell me a story."}]
 
 
@@ -63,22 +65,17 @@ def attach_page_context():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the process to one core")
-    ap.add_argument("--quick", action="store_true", help="100 tokens, 2 runs: checks that it runs, measures nothing")
-    args = ap.parse_args()
-    if args.quick:
-        args.tokens, args.runs = 100, 2
+    args = options.parse(__doc__, {"tokens": 1000, "runs": 15}, quick={"tokens": 100, "runs": 2}, parser=ap)
 
     import torch
 
-    from chat_engine.backend import build_generation_config
     from chat_engine.engine import Engine
     from chat_engine.params import GenerationParams
     from chat_engine.prompt import encode_prompt
+    from chat_engine.transformers_backend.backend import build_generation_config
+    from common.settings import Settings
     from model_loader.registry import load_registry
-    from model_loader.settings import Settings
 
     torch.set_num_threads(1)
     if args.pin and hasattr(os, "sched_setaffinity"):
@@ -88,7 +85,7 @@ def main() -> None:
     settings = Settings(device="cpu")
     engine = Engine(settings)
     engine.load(load_registry(None).get("demo-moe"))
-    loaded = engine._backend.loaded
+    loaded = engine.backend.loaded
     params = GenerationParams(max_new_tokens=args.tokens, ignore_eos=True)
     inputs = encode_prompt(loaded.tokenizer, PROMPT, device=loaded.model.device)
     config = build_generation_config(loaded.model.generation_config, params, loaded.tokenizer)
@@ -111,6 +108,7 @@ def main() -> None:
     import streamlit as st
 
     from components import chat
+    from components.turn import answer_stats
 
     ctx, sent = attach_page_context()
 
@@ -120,8 +118,7 @@ def main() -> None:
         with st.chat_message("assistant"):  # as the page answers: budget, redraws, then the stats line
             stream = engine.chat(PROMPT, params)
             reply = chat.stream_reply(stream, settings.stream_interval_s)
-            st.caption(chat.stats_line({"ttft_s": stream.result.time_to_first_token_s, "tokens": stream.new_tokens,
-                                        "tokens_per_s": stream.result.tokens_per_s, "finish_reason": "length"}))
+            st.caption(chat.stats_line(answer_stats(stream, stream.result.finish_reason, params)))
         assert reply.error is None and len(reply.text) > args.tokens
         return time.perf_counter() - started
 

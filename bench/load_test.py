@@ -15,7 +15,6 @@ message, to show that it still runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import options
 from streamlit_ws import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,14 +94,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=8)
-    ap.add_argument("--messages", type=int, default=5)
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per answer")
-    ap.add_argument("--quick", action="store_true", help="2 users x 1 message: checks that it runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.users, args.messages = 2, 1
+    args = options.parse(__doc__, {"users": 8, "messages": 5, "timeout": 120.0}, quick={"users": 2, "messages": 1})
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))

@@ -9,7 +9,6 @@ with a 128-token context (seconds): truncation still happens, the numbers say li
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import threading
@@ -18,27 +17,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import options  # noqa: E402  (bench/options.py, beside this script)
+
 PROMPTS = ["Hello", "Who are you?", "What is 2 + 2?", "What can you do?", "What is a mixture of experts?"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--turns", type=int, default=200)
-    ap.add_argument("--context", type=int, default=256)
-    ap.add_argument("--quick", action="store_true", help="30 turns, 128-token context: checks that it runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.turns, args.context = 30, 128
+    args = options.parse(__doc__, {"turns": 200, "context": 256}, quick={"turns": 30, "context": 128})
     if args.turns < 20:
-        ap.error("--turns must be at least 20 (memory is compared with turn 20)")
+        raise SystemExit("--turns must be at least 20 (memory is compared with turn 20)")
 
     import psutil
     import torch
 
     from chat_engine.engine import Engine
     from chat_engine.params import GenerationParams
+    from common.settings import Settings
     from model_loader.registry import load_registry
-    from model_loader.settings import Settings
 
     torch.set_num_threads(1)
     engine = Engine(replace(Settings(device="cpu"), max_context=args.context))

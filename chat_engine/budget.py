@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_engine.prompt import Message, _require_template, check_messages, template_messages
-from model_loader.errors import InvalidParameterError, MoEChatError
+from common.errors import InvalidParameterError, MoEChatError
 
 TokenCounter = Callable[[Sequence[Message]], int]
 

@@ -1,147 +1,96 @@
-"""The one owner of the loaded model: loads, swaps, frees, and hands out chat streams."""
+"""The one owner of the active backend: loads, swaps and frees it, and routes every session's chats to it."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
-from chat_engine.backend import TransformersBackend
+from chat_engine.backends import loader_for
 from chat_engine.budget import Budget
+from chat_engine.interface import Backend, BackendLoader, EngineStatus, LoadJob, LoadStage, Reply, WaitCallback
 from chat_engine.params import GenerationParams
-from chat_engine.prompt import Message
-from chat_engine.slots import SlotQueue
-from chat_engine.stream import ChatStream
-from model_loader.checkpoint_check import verify_checkpoint
-from model_loader.devices import DeviceFacts, probe_devices
-from model_loader.download import DownloadProgress, model_dir
-from model_loader.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
-from model_loader.loader import LoadedModel, load_checkpoint, load_tokenizer
-from model_loader.machine_fit import MachineFit, fit
-from model_loader.memory import MemorySnapshot, free_cached_memory, snapshot
-from model_loader.placement import LoadOptions, Placement, plan_placement
+from common.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
+from common.messages import Message
+from common.settings import Settings
+from model_loader.download import DownloadProgress
+from model_loader.placement import LoadOptions
 from model_loader.registry import ModelSpec
-from model_loader.settings import Settings
 
 log = logging.getLogger(__name__)
-State = Literal["empty", "loading", "ready", "error"]
-Stage = Literal["preparing", "downloading", "loading", "done", "failed", "cancelled"]
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """What the sidebar shows about the model."""
-
-    state: State
-    model_id: str | None = None
-    model_name: str | None = None
-    message: str = ""
-    device_summary: str = ""
-    dtype: str = ""
-    kernels: str = ""
-    load_seconds: float | None = None
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class LoadJob:
-    """A download-and-load running in the background, outside any page run, so a refresh does not restart it."""
-
-    model_id: str
-    model_name: str
-    stage: Stage
-    message: str = ""
-    progress: DownloadProgress | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.stage in ("preparing", "downloading", "loading")
+EMPTY = EngineStatus(state="empty", message="No model loaded.")
 
 
 class Engine:
-    """Exactly one model resident at a time, shared by every browser session (thread-safe).
+    """Exactly one backend active at a time, shared by every browser session (thread-safe).
 
-    Loading another model (or unloading) first cancels every running or queued generation, of every
-    session, with a reason each reader gets (`ChatStream.interruption`), waits until they have all
-    ended, drops the old model and returns its memory; only then does the new one load. Weights are
-    never freed under a running generation.
+    Loading another model (or unloading) first cancels every running or queued reply, of every session, with a
+    reason each reader gets (`Reply.interruption`), waits until they have all ended, and closes the old backend;
+    only then does the new one load. Weights are never freed under a running generation.
     """
 
-    def __init__(self, settings: Settings, devices: DeviceFacts | None = None) -> None:
+    def __init__(self, settings: Settings, loader: Callable[[str, Settings], BackendLoader] = loader_for) -> None:
         self.settings = settings
-        self.devices = devices if devices is not None else probe_devices()
+        self._loader = loader
         self._lock = threading.RLock()
-        self._backend: TransformersBackend | None = None
-        self._status = EngineStatus(state="empty", message="No model loaded.")
-        self._streams: set[ChatStream] = set()
-        self._by_owner: dict[str, ChatStream] = {}
+        self._backend: Backend | None = None
+        self._status = EMPTY
+        self._replies: set[Reply] = set()
+        self._by_owner: dict[str, Reply] = {}
         self._job: LoadJob | None = None
         self._job_cancel = threading.Event()
         self._job_lock = threading.Lock()
 
-    @property
-    def has_gpu(self) -> bool:
-        return self.devices.cuda_count > 0
-
     def status(self) -> EngineStatus:
         return self._status
 
+    @property
+    def backend(self) -> Backend | None:
+        """The active backend, or None (for tests and tools that look inside it; the page does not)."""
+        return self._backend
+
     def load(self, spec: ModelSpec, options: LoadOptions | None = None,
-             on_stage: Callable[[str], None] | None = None,
+             on_stage: Callable[[LoadStage], None] | None = None,
              on_progress: Callable[[DownloadProgress], None] | None = None,
              cancel: threading.Event | None = None) -> EngineStatus:
-        """Make `spec` the loaded model (no-op if it already is, with the same placement).
+        """Make `spec` the active model (no-op if it already is, loaded the same way).
 
-        The files are fetched and checked, and the tokenizer loaded, while the current model keeps
-        answering; only then is the current model freed and the new one loaded. Raises a `MoEChatError`
-        with advice on failure.
+        The backend's files are fetched and checked while the current one keeps answering; only then is the
+        current one closed and the new one loaded. Raises a `MoEChatError` with advice on failure.
         """
-        say = on_stage or (lambda _msg: None)
+        say = on_stage or (lambda _stage: None)
         try:
-            placement = self.preview_placement(options, spec)
+            loader = self._loader(spec.backend, self.settings)
             current = self._backend
-            if current is not None and current.loaded.spec == spec and current.loaded.placement == placement:
+            if current is not None and current.spec == spec and loader.same_load(current, spec, options):
                 return self._status
-            say(f"Locating the files of {spec.name} ({spec.where})...")
-            folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
-            say(f"Checking the files in {folder}...")
-            verify_checkpoint(folder)  # a damaged file found now leaves the current model serving
-            tokenizer = load_tokenizer(spec, folder)
+            load_new = loader.prepare(spec, options, on_stage=say, on_progress=on_progress, cancel=cancel)
         except MoEChatError as exc:
             if self._backend is None:
                 self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
             raise
         with self._lock:
-            self._unload_locked(f"Stopped: the model is being switched to {spec.name}.")
+            self._close_locked(f"Stopped: the model is being switched to {spec.name}.")
             self._status = EngineStatus(state="loading", model_id=spec.id, model_name=spec.name,
                                         message=f"Loading {spec.name}...")
             try:
-                say(f"Loading weights from {folder} ({placement.dtype} on {placement.device})...")
-                loaded = load_checkpoint(spec, folder, placement, tokenizer)
+                backend = load_new()
             except MoEChatError as exc:
                 self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name, message=str(exc))
-                free_cached_memory()
                 raise
             except Exception as exc:  # anything unforeseen still reaches the user as advice
                 error = ModelLoadError(f"{spec.name} failed to load: {type(exc).__name__}: {exc}")
                 self._status = EngineStatus(state="error", model_id=spec.id, model_name=spec.name,
                                             message=str(error))
-                free_cached_memory()
                 raise error from exc
-            self._backend = TransformersBackend(loaded, self.settings, SlotQueue(max(1, self.settings.concurrency)))
-            self._status = self._ready_status(loaded)
+            self._backend = backend
+            self._status = EngineStatus(state="ready", model_id=spec.id, model_name=spec.name,
+                                        message=f"{spec.name} is ready.", info=backend.info())
             return self._status
 
-    def preview_placement(self, options: LoadOptions | None, spec: ModelSpec | None = None) -> Placement:
-        """The placement a load with `options` would use on this machine (raises if impossible)."""
-        name = spec.id.replace("/", "--").replace(":", "-") if spec else "model"
-        folder = self.settings.cache_dir / "offload" / name
-        return plan_placement(self.devices, self.settings, options, offload_folder=folder)
-
     def start_load(self, spec: ModelSpec, options: LoadOptions | None = None) -> LoadJob:
-        """Download and load in a background thread; a second request while one runs returns the running job."""
+        """Load in a background thread (the page's one way to load); a request while one runs returns that one."""
         with self._job_lock:
             if self._job is not None and self._job.running:
                 return self._job
@@ -157,11 +106,9 @@ class Engine:
             with self._job_lock:
                 self._job = replace(self._job, **changes)
 
-        def on_stage(message: str) -> None:
-            update(stage="loading" if message.startswith(("Loading", "Checking")) else "downloading", message=message)
-
         try:
-            self.load(spec, options, on_stage=on_stage, on_progress=lambda p: update(progress=p), cancel=cancel)
+            self.load(spec, options, on_stage=lambda s: update(stage=s.name, message=s.message),
+                      on_progress=lambda p: update(progress=p), cancel=cancel)
         except MoEChatError as exc:
             update(stage="cancelled" if cancel.is_set() else "failed", message=str(exc))
         except Exception as exc:  # a background thread must never die silently
@@ -178,34 +125,27 @@ class Engine:
         """Abandon a running download (a load already under way finishes)."""
         self._job_cancel.set()
 
-    @staticmethod
-    def _ready_status(loaded: LoadedModel) -> EngineStatus:
-        return EngineStatus(state="ready", model_id=loaded.spec.id, model_name=loaded.spec.name,
-                            message=f"{loaded.spec.name} is ready.", device_summary=loaded.device_summary,
-                            dtype=loaded.placement.dtype, kernels=loaded.kernels, load_seconds=loaded.load_seconds,
-                            warnings=loaded.warnings)
-
     def unload(self) -> None:
-        """Cancel generations and free the model."""
+        """Stop every reply and free the model."""
         with self._lock:
-            self._unload_locked("Stopped: the model was unloaded.")
-            self._status = EngineStatus(state="empty", message="No model loaded.")
+            self._close_locked("Stopped: the model was unloaded.")
+            self._status = EMPTY
 
-    def _unload_locked(self, reason: str) -> None:
+    def _close_locked(self, reason: str) -> None:
         # Queued ones first, so none of them takes the slot a cancelled running one gives back.
-        for stream in sorted(self._streams, key=lambda s: s.queue_position == 0):
-            stream.cancel(reason)
-        for stream in list(self._streams):
-            if not stream.join(timeout=60.0):
+        for reply in sorted(self._replies, key=lambda r: r.queue_position == 0):
+            reply.cancel(reason)
+        for reply in list(self._replies):
+            if not reply.join(timeout=60.0):
                 log.warning("a generation did not stop within 60 s of cancellation")
-        self._streams.clear()
+        self._replies.clear()
         self._by_owner.clear()
         if self._backend is not None:
-            log.info("unloading %s", self._backend.loaded.spec.id)
-            self._backend = None
-            free_cached_memory()
+            log.info("closing %s", self._backend.spec.id)
+            backend, self._backend = self._backend, None
+            backend.close()
 
-    def _require_backend(self) -> TransformersBackend:
+    def _require_backend(self) -> Backend:
         backend = self._backend
         if backend is None:
             raise ModelNotLoadedError("No model is loaded: choose one in the sidebar and press Load.")
@@ -217,13 +157,19 @@ class Engine:
     def render_prompt(self, messages: Sequence[Message]) -> str:
         return self._require_backend().render_prompt(messages)
 
-    def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
-             stop: threading.Event | None = None, owner: str | None = None) -> ChatStream:
-        """Start answering `messages`; iterate the returned stream for the text.
+    def context_budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
+        """How `messages` would be sent now: tokens counted with the model's tokenizer and template."""
+        return self._require_backend().budget(messages, max_new_tokens)
 
-        `owner` names who asks (a browser session): a new request of the same owner first cancels that
-        owner's running generation and waits for it, so a page rerun never leaves one running behind it.
-        Older turns that no longer fit the context are left out (`stream.budget.notice` says how many).
+    def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
+             stop: threading.Event | None = None, owner: str | None = None,
+             on_wait: WaitCallback | None = None) -> Reply:
+        """Start answering `messages`; iterate the returned reply for the text.
+
+        `owner` names who asks (a browser session): a new request of the same owner first cancels that owner's
+        running reply and waits for it, so a page rerun never leaves one running behind it. `on_wait` is told the
+        reply's place in line while it waits for the model. Older turns that no longer fit the context are left
+        out (`reply.budget.notice` says how many).
         """
         if owner is not None:
             previous = self._by_owner.pop(owner, None)
@@ -232,33 +178,11 @@ class Engine:
                 previous.join(timeout=30.0)
         with self._lock:
             backend = self._require_backend()
-            stream = backend.stream_chat(messages, params or backend.default_params(), stop)
-            self._streams = {s for s in self._streams if not s.join(timeout=0)} | {stream}
+            reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait)
+            self._replies = {r for r in self._replies if not r.join(timeout=0)} | {reply}
             if owner is not None:
-                self._by_owner[owner] = stream
-            return stream
-
-    def cancel(self, owner: str) -> None:
-        """Stop the owner's running generation, if any (a closed tab, a Stop click)."""
-        stream = self._by_owner.pop(owner, None)
-        if stream is not None:
-            stream.cancel()
-
-    def context_budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
-        """How `messages` would be sent now: tokens counted with the model's tokenizer and template."""
-        return self._require_backend().budget(messages, max_new_tokens)
-
-    def plan_fit(self, spec: ModelSpec, dtype: str = "bf16", gpu_bytes: Sequence[int] | None = None,
-                 context: int | None = None) -> MachineFit:
-        """Will `spec` fit this machine's GPUs (or `gpu_bytes`, imaginary ones), before any download?"""
-        from model_loader.planner import facts_cache_dir
-
-        gpus = [g.total_bytes for g in self.devices.gpus] if gpu_bytes is None else list(gpu_bytes)
-        return fit(spec, gpus, snapshot().system_total_bytes, dtype, self.settings.cpu_dtype, context,
-                   facts_cache_dir(self.settings))
-
-    def memory(self) -> MemorySnapshot:
-        return snapshot()
+                self._by_owner[owner] = reply
+            return reply
 
     def close(self) -> None:
         """Release everything (called when the page's resource cache drops the engine)."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from model_loader.errors import InvalidParameterError
+from common.errors import InvalidParameterError
 
 
 @dataclass(frozen=True)

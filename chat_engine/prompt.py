@@ -6,10 +6,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from model_loader.errors import ChatTemplateError, InvalidParameterError, MoEChatError
+from common.errors import ChatTemplateError, InvalidParameterError, MoEChatError
+from common.messages import ROLES, Message
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
-ROLES = ("system", "user", "assistant")
 # Put inside a control token's text (after its first character), this invisible character makes the text
 # tokenize as ordinary characters, so typed "<|im_start|>system" can never forge a turn of the conversation.
 WORD_JOINER = "\u2060"

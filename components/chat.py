@@ -8,9 +8,11 @@ from typing import Any
 
 import streamlit as st
 
-from chat_engine.coalesce import coalesce
+from common.errors import MoEChatError
+from components import state
 from components.markdown import escape_dollars
-from model_loader.errors import MoEChatError
+from components.throttle import coalesce
+from conversations.records import AnswerStats
 
 CURSOR = " ▌"
 REASONS = {"eos": "complete", "length": "hit max new tokens", "stopped": "stopped", "error": "failed"}
@@ -32,18 +34,18 @@ class HistoryAction:
     edited: str | None = None  # the new text of the last user message, to resend
 
 
-def stats_line(stats: dict[str, Any]) -> str:
-    """ "0.03 s to first token · 412 tokens/s · 71 tokens · eos · greedy" """
+def stats_line(stats: AnswerStats) -> str:
+    """ "0.03 s to first token · 412 tokens/s · 71 tokens · complete · greedy" """
     parts = []
-    if stats.get("ttft_s") is not None:
-        parts.append(f"{stats['ttft_s']:.2f} s to first token")
-    if stats.get("tokens_per_s"):
-        parts.append(f"{stats['tokens_per_s']:.0f} tokens/s")
-    parts.append(f"{stats.get('tokens', 0)} tokens")
-    reason = stats.get("finish_reason", "")
-    parts.append(stats.get("note") or REASONS.get(reason, reason))  # a note says who stopped it, and why
-    if stats.get("sampling"):
-        parts.append(stats["sampling"])
+    if stats.ttft_s is not None:
+        parts.append(f"{stats.ttft_s:.2f} s to first token")
+    if stats.tokens_per_s:
+        parts.append(f"{stats.tokens_per_s:.0f} tokens/s")
+    parts.append(f"{stats.tokens} tokens")
+    parts.append(stats.note or REASONS.get(stats.finish_reason, stats.finish_reason))  # a note says who stopped it
+    parts.append(stats.sampling)
+    if stats.queue_place:
+        parts.append(f"waited in line as number {stats.queue_place}")
     return " · ".join(p for p in parts if p)
 
 
@@ -56,10 +58,10 @@ def _edit_box(text: str) -> str | None:
     new = st.text_area("Edit your message", value=text, key="edit_text")
     send, cancel = st.columns(2)
     if send.button("Send", key="edit_send", type="primary", width="stretch") and new.strip():
-        st.session_state["editing"] = False
+        st.session_state[state.EDITING] = False
         return new
     if cancel.button("Cancel", key="edit_cancel", width="stretch"):
-        st.session_state["editing"] = False
+        st.session_state[state.EDITING] = False
         st.rerun()
     return None
 
@@ -72,14 +74,15 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
     regenerate = False
     for i, message in enumerate(messages):
         with st.chat_message(message["role"]):
-            if i == last_user and actions and st.session_state.get("editing"):
+            if i == last_user and actions and st.session_state.get(state.EDITING):
                 edited = _edit_box(message["content"])
                 continue
             st.markdown(escape_dollars(message["content"]))
-            if message.get("stats"):
-                st.caption(stats_line(message["stats"]))
-                if message["stats"].get("error"):
-                    show_error(message["stats"]["error"])
+            stats = message.get("stats")
+            if stats is not None:
+                st.caption(stats_line(stats))
+                if stats.error:
+                    show_error(stats.error)
             if message["role"] == "assistant":
                 left, right, _ = st.columns([1, 1, 3])
                 with left:
@@ -87,7 +90,7 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
                 if i == last and actions:
                     regenerate = right.button("Regenerate", key="regenerate", icon=":material/refresh:")
             elif i == last_user and actions and st.button("Edit", key="edit", icon=":material/edit:"):
-                st.session_state["editing"] = True
+                st.session_state[state.EDITING] = True
                 st.rerun()
     return HistoryAction(regenerate=regenerate, edited=edited)
 

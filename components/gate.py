@@ -6,7 +6,7 @@ import hmac
 
 import streamlit as st
 
-_OK = "authenticated"
+from components import state
 
 
 def secrets_password() -> str | None:
@@ -20,7 +20,7 @@ def secrets_password() -> str | None:
 
 def render(expected: str | None) -> bool:
     """True when the page may be drawn; otherwise draws only the password form."""
-    if not expected or st.session_state.get(_OK):
+    if not expected or st.session_state.get(state.GATE_OK):
         return True
     st.title("MoE Chat")
     with st.form("password_form"):
@@ -28,7 +28,7 @@ def render(expected: str | None) -> bool:
         submitted = st.form_submit_button("Enter")
     if submitted:
         if hmac.compare_digest(given.encode(), expected.encode()):
-            st.session_state[_OK] = True
+            st.session_state[state.GATE_OK] = True
             st.rerun()
         st.error("Wrong password.", icon=":material/lock:")
     return False

@@ -8,12 +8,11 @@ from typing import Any
 import streamlit as st
 
 from chat_engine.params import GenerationParams
+from common.errors import MoEChatError
 from components import state
-from model_loader.errors import MoEChatError
 
 _KEYS = {"do_sample": "gen_do_sample", "temperature": "gen_temperature", "top_p": "gen_top_p", "top_k": "gen_top_k",
          "repetition_penalty": "gen_repetition_penalty", "max_new_tokens": "gen_max_new_tokens", "seed": "gen_seed"}
-_FOR_MODEL = "gen_defaults_for"
 
 
 def _apply(defaults: GenerationParams) -> None:
@@ -23,9 +22,9 @@ def _apply(defaults: GenerationParams) -> None:
 
 def render_system_prompt(default: str | None) -> str:
     """The conversation's system prompt; empty means the model's template decides (shown in the exact prompt)."""
-    if "system_prompt" not in st.session_state:
-        st.session_state["system_prompt"] = default or ""
-    return st.text_area("System prompt", key="system_prompt", height=80,
+    if state.SYSTEM_PROMPT not in st.session_state:
+        st.session_state[state.SYSTEM_PROMPT] = default or ""
+    return st.text_area("System prompt", key=state.SYSTEM_PROMPT, height=80,
                         placeholder="Empty: the model's own default applies (see Exact prompt below)")
 
 
@@ -39,10 +38,11 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
             _apply(defaults.updated(**{k: v for k, v in restored.items() if k in _KEYS}))
         except (MoEChatError, TypeError):
             _apply(defaults)
-        st.session_state[_FOR_MODEL] = model_id
-    elif st.session_state.get(_FOR_MODEL) != model_id or any(k not in st.session_state for k in _KEYS.values()):
+        st.session_state[state.PARAMS_FOR_MODEL] = model_id
+    elif (st.session_state.get(state.PARAMS_FOR_MODEL) != model_id
+          or any(k not in st.session_state for k in _KEYS.values())):
         _apply(defaults)
-        st.session_state[_FOR_MODEL] = model_id
+        st.session_state[state.PARAMS_FOR_MODEL] = model_id
     with st.expander("Generation"):
         sample = st.toggle("Sample (off: greedy, deterministic)", key=_KEYS["do_sample"])
         temperature = st.slider("Temperature", 0.05, 2.0, step=0.05, key=_KEYS["temperature"], disabled=not sample)
@@ -87,3 +87,14 @@ def render_exact_prompt(render: Callable[[], str]) -> None:
             st.code(render(), language=None, wrap_lines=True)
         except MoEChatError as exc:
             st.caption(str(exc))
+
+
+def render(engine: Any, spec: Any, model_id: str, settings: Any, messages: list[dict[str, Any]],
+           to_send: Callable[[list[dict[str, Any]], str], list[dict[str, str]]]) -> tuple[str, GenerationParams | None]:
+    """The sidebar's generation section for the ready model; returns the system prompt and the parameters."""
+    system = render_system_prompt(spec.system_prompt if spec else None)
+    params = render_params(engine.default_params(), model_id)
+    max_new = params.max_new_tokens if params else settings.max_new_tokens
+    render_token_count(lambda: engine.context_budget(to_send(messages, system), max_new) if messages else None)
+    render_exact_prompt(lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))
+    return system, params

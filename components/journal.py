@@ -7,8 +7,9 @@ from typing import Any
 
 import streamlit as st
 
+from common.errors import MoEChatError
 from components import state
-from model_loader.errors import MoEChatError
+from conversations.records import AnswerStats
 
 QUERY_KEY = "c"  # ?c=<conversation id>: a refresh or a bookmark reopens the conversation
 
@@ -43,11 +44,12 @@ class Journal:
         if conv is None:
             return False
         st.session_state[state.MESSAGES] = [
-            {"role": m.role, "content": m.content, **({"stats": m.stats} if m.stats else {})} for m in conv.messages
+            {"role": m.role, "content": m.content, **({"stats": AnswerStats.from_dict(m.stats)} if m.stats else {})}
+            for m in conv.messages
         ]
         st.session_state[state.CONVERSATION_ID] = conv.id
         st.session_state[state.CONVERSATION_MODEL] = conv.model_id
-        st.session_state["system_prompt"] = conv.system_prompt
+        st.session_state[state.SYSTEM_PROMPT] = conv.system_prompt
         st.session_state[state.RESTORED_PARAMS] = dict(conv.params)
         st.query_params[QUERY_KEY] = conv.id
         return True
@@ -56,7 +58,7 @@ class Journal:
         st.session_state[state.MESSAGES] = []
         st.session_state[state.CONVERSATION_ID] = None
         st.session_state[state.CONVERSATION_MODEL] = None
-        st.session_state["editing"] = False
+        st.session_state[state.EDITING] = False
         if QUERY_KEY in st.query_params:
             del st.query_params[QUERY_KEY]
 
@@ -71,11 +73,11 @@ class Journal:
         st.session_state[state.CONVERSATION_MODEL] = model_id
         self.store.add_message(conv_id, "user", text)
 
-    def record_answer(self, conv_id: str | None, text: str, stats: Mapping[str, Any]) -> None:
+    def record_answer(self, conv_id: str | None, text: str, stats: AnswerStats) -> None:
         """Store an answer in `conv_id`, taken when it started: a closed tab's session state is gone by its end."""
         if conv_id is not None:
-            partial = stats.get("finish_reason") in ("stopped", "error")
-            self.store.add_message(conv_id, "assistant", text, stats=dict(stats), partial=partial)
+            partial = stats.finish_reason in ("stopped", "error")
+            self.store.add_message(conv_id, "assistant", text, stats=stats.to_dict(), partial=partial)
 
     def truncate(self, keep: int) -> None:
         """Forget stored messages from position `keep` on (Regenerate, Edit)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from components.fmt import gib
-from model_loader.errors import MoEChatError
+from common.errors import MoEChatError
+from common.units import gib
 from model_loader.placement import ATTENTIONS, DTYPES, EXPERTS, LoadOptions
 
 _LABELS = {
@@ -101,3 +103,31 @@ def render_job_outcome(job: Any) -> None:
     """What became of the last background load, once (failed or cancelled jobs leave a message)."""
     if job is not None and job.stage in ("failed", "cancelled"):
         st.error(job.message, icon=":material/error:")
+
+
+def wait_for_job(read_job: Callable[[], Any], poll_s: float = 0.1) -> None:
+    """Show a background load's stages in place until it ends (the first page of a session, for the default)."""
+    job = read_job()
+    if job is None:
+        return
+    with st.status(f"Loading {job.model_name}...", expanded=True) as box:
+        shown = None
+        while job.running:
+            if job.message != shown:
+                box.write(job.message)
+                shown = job.message
+            time.sleep(poll_s)
+            job = read_job()
+        if job.stage != "done":
+            box.update(label=f"{job.model_name} did not load", state="error")  # the status line says why
+            return
+    st.rerun()
+
+
+def render_job_or_outcome(read_job: Callable[[], Any], cancel: Callable[[], None]) -> None:
+    """The running load's progress, or what became of the last one."""
+    job = read_job()
+    if job is not None and job.running:
+        render_job(read_job, cancel)
+    else:
+        render_job_outcome(job)

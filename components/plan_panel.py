@@ -8,19 +8,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from components.fmt import gib
-from model_loader.errors import MoEChatError
+from common.errors import MoEChatError
+from common.units import GIB, gib, params
 
 PLAN_DTYPES = ("bf16", "int8", "int4")
 
 
-def _params(n: int) -> str:
-    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
-
-
 def _split_chart(plan: Any) -> None:
-    rows = {f"GPU {g.index}": {"weights": g.weight_bytes / 1024**3, "KV cache": g.kv_bytes / 1024**3,
-                               "working": g.working_bytes / 1024**3, "free": max(g.free_bytes, 0) / 1024**3}
+    rows = {f"GPU {g.index}": {"weights": g.weight_bytes / GIB, "KV cache": g.kv_bytes / GIB,
+                               "working": g.working_bytes / GIB, "free": max(g.free_bytes, 0) / GIB}
             for g in plan.gpus}
     st.bar_chart(pd.DataFrame(rows).T, horizontal=True, height=60 + 35 * len(rows), y_label="",
                  x_label="GiB", color=["#4c78a8", "#f58518", "#e45756", "#d3d3d3"])
@@ -45,7 +41,7 @@ def render(spec: Any, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], 
         (st.success if result.fits else st.error)(f"**{result.headline}** on {result.target}")
         st.caption(result.detail)
         st.caption(
-            f"{_params(plan.total_params)} parameters, {_params(plan.active_params)} active per token · "
+            f"{params(plan.total_params)} parameters, {params(plan.active_params)} active per token · "
             f"weights {gib(plan.weight_bytes)} · KV cache {plan.kv_bytes_per_token / 1024:.0f} KiB per token, "
             f"{gib(plan.kv_bytes)} at {plan.context:,} tokens · longest context that fits {plan.max_context:,}"
         )

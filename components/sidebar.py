@@ -8,8 +8,8 @@ from typing import Any
 
 import streamlit as st
 
+from common.units import gib, params_b
 from components import state
-from components.fmt import gib, params_b
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,10 @@ def render_model_picker(registry: Any, status: Any, busy: bool = False) -> Model
 def render_status(status: Any) -> None:
     """One line for the engine's state, plus where the layers went once loaded."""
     if status.state == "ready":
-        st.success(f"**{status.model_name}** ready · {status.dtype} · {status.device_summary} · {status.kernels}",
-                   icon=":material/check_circle:")
-        for warning in status.warnings:
+        info = status.info
+        parts = [f"**{status.model_name}** ready", info.dtype, info.device_summary, info.kernels]
+        st.success(" · ".join(p for p in parts if p), icon=":material/check_circle:")
+        for warning in info.warnings:
             st.warning(warning, icon=":material/warning:")
     elif status.state == "loading":
         st.info(status.message, icon=":material/hourglass_top:")

@@ -1,4 +1,4 @@
-"""Session-state keys of the page, initialised in one place."""
+"""Every session-state key of the page (besides widget keys), declared and initialised in one place."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ CONVERSATION_MODEL = "conversation_model"  # the model id the conversation was h
 RESTORED = "restored_from_url"  # the URL's conversation was reopened once for this session
 RESTORED_PARAMS = "restored_params"  # generation parameters of a reopened conversation, for the sidebar
 PENDING_REPLY = "pending_reply"  # the last user message awaits an answer (after Regenerate or Edit)
+EDITING = "editing"  # the last user message is open for editing
+SYSTEM_PROMPT = "system_prompt"  # the system prompt box (a widget key the journal also sets on reopening)
+PARAMS_FOR_MODEL = "gen_defaults_for"  # the model whose defaults the generation widgets hold
+GATE_OK = "authenticated"  # the page password was given in this session
 
 
 def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
@@ -28,6 +32,7 @@ def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
         NOTICE: None,
         CONVERSATION_ID: None,
         CONVERSATION_MODEL: None,
+        EDITING: False,
     }
     for key, value in defaults.items():
         if key not in session:

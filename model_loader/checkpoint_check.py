@@ -11,7 +11,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from model_loader.errors import ModelLoadError
+from common.errors import ModelLoadError
 
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLES = ("model.safetensors", "pytorch_model.bin")

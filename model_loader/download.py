@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import ModelLoadError, ModelNotFoundError, MoEChatError
+from common.settings import Settings
 from model_loader.checkpoint_check import weight_files
 from model_loader.download_progress import DownloadAborted, DownloadProgress, ProgressTracker
-from model_loader.errors import ModelLoadError, ModelNotFoundError, MoEChatError
 from model_loader.registry import ModelSpec
-from model_loader.settings import Settings
 
 __all__ = ["DownloadCancelled", "DownloadProgress", "model_dir", "select_files"]
 

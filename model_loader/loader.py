@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_loader.errors import ModelLoadError
+from common.errors import ModelLoadError
 from model_loader.placement import Placement, offload_warning, summarize_device_map
 from model_loader.registry import ModelSpec
 

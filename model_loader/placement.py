@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from common.errors import ModelLoadError
+from common.settings import Settings
 from model_loader.devices import DeviceFacts
-from model_loader.errors import ModelLoadError
-from model_loader.settings import Settings
+from model_loader.registry import ModelSpec
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -159,3 +160,9 @@ def offload_warning(device_map: dict[str, Any] | None) -> str | None:
     n = sum(1 for d in device_map.values() if d in ("cpu", "disk"))
     return (f"{n} module(s) run from {' and '.join(off)}, not GPU memory: answers will be much slower. "
             "Add a GPU, raise the memory per GPU, or load in 8-bit / 4-bit.")
+
+
+def offload_folder(settings: Settings, spec: ModelSpec | None) -> Path:
+    """Where layers offloaded to disk go for `spec` (used only when the user allows disk offload)."""
+    name = spec.id.replace("/", "--").replace(":", "-") if spec else "model"
+    return settings.cache_dir / "offload" / name

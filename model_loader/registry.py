@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import tomllib
 
-from model_loader.errors import RegistryError
+from common.errors import RegistryError
 
 BUILTIN_FILE = Path(__file__).with_name("models.toml")
 Source = Literal["modelscope", "huggingface", "local"]
@@ -40,6 +40,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     config: Path | None = None  # a copy of the model's config.json, so it can be planned before any download
     generation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    backend: str = "transformers"  # who generates: see chat_engine/backends.py
 
     @property
     def where(self) -> str:

@@ -1,4 +1,4 @@
-"""Rebuild model_loader/plan_facts/*.json from the built-in registry rows' configs, with the installed transformers.
+"""Rebuild planner/plan_facts/*.json from the built-in registry rows' configs, with the installed transformers.
 
 Run it after changing a config copy in the registry, ModelFacts (with FACTS_VERSION) or transformers:
     python scripts/refresh_plan_facts.py           # rewrite the files, drop stale ones
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from model_loader.planner_shipped_facts import SHIPPED_DIR, count_registry_facts, dump_shipped  # noqa: E402
 from model_loader.registry import load_registry  # noqa: E402
+from planner.shipped_facts import SHIPPED_DIR, count_registry_facts, dump_shipped  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_random_qwen2_moe, write_models_toml
-from tests.hub_server import HubServer, demo_repo
+from tests.support.helpers import build_random_qwen2_moe, write_models_toml
+from tests.support.hub_server import HubServer, demo_repo
 
 RANDOM_MODEL_ID = "tiny-random-moe"
 RANDOM_MODEL_NAME = "Tiny random MoE"
@@ -69,7 +69,7 @@ def sharded_model_dir(tmp_path_factory: pytest.TempPathFactory, random_model_dir
 @pytest.fixture(scope="session")
 def models_file(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path) -> Path:
     """A user models.toml adding the tiny random model beside the built-in rows."""
-    from tests.xverse_checkpoint import build_tiny_xverse
+    from tests.support.xverse_checkpoint import build_tiny_xverse
 
     path = write_models_toml(tmp_path_factory.mktemp("cfg") / "models.toml", RANDOM_MODEL_ID,
                              RANDOM_MODEL_NAME, random_model_dir)
@@ -82,7 +82,7 @@ def models_file(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path
 
 @pytest.fixture(scope="session")
 def settings(models_file: Path):
-    from model_loader.settings import Settings
+    from common.settings import Settings
 
     return Settings(cache_dir=models_file.parent / "cache", models_file=models_file, device="cpu")
 

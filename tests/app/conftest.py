@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 TIMEOUT = 60
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.app.conftest import chat_messages, open_page, run_until, status_text
 from tests.conftest import RANDOM_MODEL_ID, RANDOM_MODEL_NAME, XVERSE_MODEL_ID
-from tests.helpers import KNOWN_ANSWERS
+from tests.support.helpers import KNOWN_ANSWERS
 
 
 def test_page_starts_with_the_demo_model_ready(app):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.app.conftest import chat_messages
-from tests.helpers import KNOWN_ANSWERS
+from tests.support.helpers import KNOWN_ANSWERS
 
 
 def send(app, text: str) -> None:
@@ -23,7 +23,7 @@ def test_regenerate_replaces_only_the_last_answer(app):
     messages = app.session_state["messages"]
     assert chat_messages(app)[:2] == first_exchange and len(messages) == 4
     assert messages[2]["content"] == "Who are you?"
-    assert messages[3]["stats"]["tokens"] == 4 and messages[3]["stats"]["finish_reason"] == "length"
+    assert messages[3]["stats"].tokens == 4 and messages[3]["stats"].finish_reason == "length"
     assert KNOWN_ANSWERS["Who are you?"].startswith(messages[3]["content"])
     assert messages[3]["content"] != KNOWN_ANSWERS["Who are you?"]
 
@@ -95,7 +95,7 @@ def test_stopping_the_page_mid_answer_keeps_the_partial_answer_and_ends_generati
         time.sleep(0.05)
     last = app.session_state["messages"][-1]
     assert last["role"] == "assistant" and last["content"]
-    assert last["stats"]["finish_reason"] == "stopped" and 0 < last["stats"]["tokens"] < 1900
+    assert last["stats"].finish_reason == "stopped" and 0 < last["stats"].tokens < 1900
 
 
 def test_message_box_ignores_blank_input_and_holds_the_length_limit(monkeypatch, models_file, db_path):

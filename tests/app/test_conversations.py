@@ -7,7 +7,7 @@ import json
 import pytest
 import streamlit as st
 
-from chat_engine.store import ConversationStore
+from conversations.store import ConversationStore
 from tests.app.conftest import chat_messages, open_page
 
 

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import TIMEOUT, chat_messages, run_until
 from tests.conftest import MS_REPO
-from tests.helpers import KNOWN_ANSWERS, ROOT
+from tests.support.helpers import KNOWN_ANSWERS, ROOT
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import streamlit as st
 
 from tests.app.conftest import chat_messages, open_page, run_until, status_text
 from tests.conftest import MS_REPO
-from tests.helpers import KNOWN_ANSWERS, break_tokenizer, delete_a_shard, truncate_last_shard
+from tests.support.helpers import KNOWN_ANSWERS, break_tokenizer, delete_a_shard, truncate_last_shard
 
 LOAD_FAULTS = {  # row id: (how the folder is damaged, what the page must say)
     "truncated-shard": (truncate_last_shard, "is damaged: it is cut short"),

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import shot
-from tests.helpers import KNOWN_ANSWERS
+from tests.support.helpers import KNOWN_ANSWERS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ def conversation(turns: int, system: bool = True) -> list[Message]:
 
 @pytest.fixture(scope="module")
 def tokenizer(demo_engine):
-    return demo_engine._backend.loaded.tokenizer
+    return demo_engine.backend.loaded.tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_a_message_that_fits_only_without_the_answer_reserve_says_how_far_to_low
 
 
 def test_the_demo_models_context_is_2048(demo_engine):
-    loaded = demo_engine._backend.loaded
+    loaded = demo_engine.backend.loaded
     assert context_length(loaded.model.config, loaded.tokenizer) == 2048
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.helpers import DEMO_DIR, FALLBACK, KNOWN_ANSWERS
+from tests.support.helpers import DEMO_DIR, FALLBACK, KNOWN_ANSWERS
 
 
 @pytest.mark.parametrize("prompt", sorted(KNOWN_ANSWERS))
@@ -46,6 +46,6 @@ def test_demo_checkpoint_is_small_and_loads_fast(settings, registry):
 
 
 def test_demo_is_a_real_qwen2_moe_with_shared_expert_and_top_k(demo_engine):
-    config = demo_engine._backend.loaded.model.config
+    config = demo_engine.backend.loaded.model.config
     assert config.model_type == "qwen2_moe"
     assert config.num_experts >= 4 and config.num_experts_per_tok > 1 and config.shared_expert_intermediate_size > 0

@@ -10,9 +10,9 @@ import pytest
 
 from chat_engine.engine import Engine
 from chat_engine.params import GenerationParams
-from model_loader.errors import ModelLoadError, ModelNotFoundError, ModelNotLoadedError
+from common.errors import ModelLoadError, ModelNotFoundError, ModelNotLoadedError
 from model_loader.registry import ModelSpec
-from tests.helpers import KNOWN_ANSWERS
+from tests.support.helpers import KNOWN_ANSWERS
 
 
 def rss() -> int:
@@ -56,7 +56,7 @@ def test_only_one_model_is_referenced_after_a_switch(settings, registry):
 
     engine = Engine(settings)
     engine.load(registry.get("demo-moe"))
-    old = weakref.ref(engine._backend.loaded.model)
+    old = weakref.ref(engine.backend.loaded.model)
     engine.chat([{"role": "user", "content": "Hello"}]).text()
     engine.load(registry.get("tiny-random-moe"))
     gc.collect()
@@ -93,4 +93,4 @@ def test_corrupt_weights_with_no_model_loaded_are_the_status(settings, random_mo
 
 def test_status_after_load_says_where_the_model_is(demo_engine):
     status = demo_engine.status()
-    assert status.state == "ready" and status.device_summary == "cpu" and status.dtype == "float32"
+    assert status.state == "ready" and status.info.device_summary == "cpu" and status.info.dtype == "float32"

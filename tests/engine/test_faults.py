@@ -10,10 +10,10 @@ import pytest
 
 from chat_engine.engine import Engine
 from chat_engine.params import GenerationParams
+from common.errors import GenerationError, ModelLoadError
 from model_loader.checkpoint_check import verify_checkpoint
-from model_loader.errors import GenerationError, ModelLoadError
 from model_loader.registry import ModelSpec
-from tests.helpers import KNOWN_ANSWERS, break_tokenizer, delete_a_shard, truncate_last_shard
+from tests.support.helpers import KNOWN_ANSWERS, break_tokenizer, delete_a_shard, truncate_last_shard
 
 
 def damaged_copy(source, tmp_path, damage) -> ModelSpec:
@@ -51,14 +51,14 @@ def test_a_damaged_checkpoint_is_refused_and_the_loaded_model_keeps_serving(
 
 
 def test_intact_checkpoints_pass_the_check(sharded_model_dir, random_model_dir):
-    from tests.helpers import DEMO_DIR
+    from tests.support.helpers import DEMO_DIR
 
     for folder in (sharded_model_dir, random_model_dir, DEMO_DIR):
         verify_checkpoint(folder)
 
 
 def test_a_truncated_torch_bin_shard_is_found(tmp_path):
-    from tests.xverse_checkpoint import build_tiny_xverse
+    from tests.support.xverse_checkpoint import build_tiny_xverse
 
     folder = build_tiny_xverse(tmp_path / "xverse")
     verify_checkpoint(folder)  # the real XVERSE layout: .bin shards and their index
@@ -69,7 +69,7 @@ def test_a_truncated_torch_bin_shard_is_found(tmp_path):
 
 
 def test_a_generation_that_raises_is_explained_and_the_next_one_works(demo_engine):
-    model = demo_engine._backend.loaded.model
+    model = demo_engine.backend.loaded.model
     calls = {"n": 0}
 
     def fail_once(module, args):
@@ -91,7 +91,7 @@ def test_a_generation_that_raises_is_explained_and_the_next_one_works(demo_engin
 def test_out_of_memory_while_generating_is_explained_and_the_next_one_works(demo_engine):
     import torch
 
-    model = demo_engine._backend.loaded.model
+    model = demo_engine.backend.loaded.model
 
     def out_of_memory(module, args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -11,8 +11,8 @@ import importlib.util
 import pytest
 import torch
 
-from tests.helpers import KNOWN_ANSWERS, build_tiny_qwen_real_layout
-from tests.xverse_checkpoint import build_tiny_xverse
+from tests.support.helpers import KNOWN_ANSWERS, build_tiny_qwen_real_layout
+from tests.support.xverse_checkpoint import build_tiny_xverse
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -78,7 +78,7 @@ def test_demo_known_answers_on_cuda(settings, registry, prompt):
     engine = Engine(dataclasses.replace(settings, device="cuda", gpu_dtype="float32"))
     try:
         engine.load(registry.get("demo-moe"))
-        assert engine._backend.loaded.model.device.type == "cuda"
+        assert engine.backend.loaded.model.device.type == "cuda"
         assert engine.chat([{"role": "user", "content": prompt}]).text() == KNOWN_ANSWERS[prompt]
     finally:
         engine.close()

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from chat_engine.engine import Engine
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import encode_prompt
-from tests.helpers import build_tiny_qwen_real_layout
+from tests.support.helpers import build_tiny_qwen_real_layout
 
 CONVERSATION = [
     {"role": "system", "content": "You answer briefly."},
@@ -58,7 +58,7 @@ def test_exact_prompt_from_the_tokenizers_own_template(qwen):
 
 def test_control_tokens_are_single_ids(qwen):
     engine, _ = qwen
-    tok = engine._backend.loaded.tokenizer
+    tok = engine.backend.loaded.tokenizer
     ids = encode_prompt(tok, CONVERSATION, "cpu")["input_ids"][0].tolist()
     im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     assert ids.count(im_start) == 5 and ids.count(im_end) == 4
@@ -74,7 +74,7 @@ def test_defaults_come_from_its_generation_config(qwen):
 
 def test_it_chats_through_the_same_path_and_streams_the_greedy_answer(qwen):
     engine, _ = qwen
-    loaded = engine._backend.loaded
+    loaded = engine.backend.loaded
     stream = engine.chat(CONVERSATION, GenerationParams(max_new_tokens=30, ignore_eos=True))
     text = stream.text()
     enc = encode_prompt(loaded.tokenizer, CONVERSATION, "cpu")

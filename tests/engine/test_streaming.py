@@ -11,8 +11,8 @@ import pytest
 
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import encode_prompt
-from model_loader.errors import GenerationError, GenerationTimeout
-from tests.helpers import KNOWN_ANSWERS
+from common.errors import GenerationError, GenerationTimeout
+from tests.support.helpers import KNOWN_ANSWERS
 
 STORY = [{"role": "user", "content": "Tell me a story."}]
 
@@ -26,7 +26,7 @@ def plain_greedy(loaded, messages, max_new_tokens, ignore_eos=False):
 
 
 def test_streamed_text_equals_plain_greedy_decode(demo_engine):
-    loaded = demo_engine._backend.loaded
+    loaded = demo_engine.backend.loaded
     stream = demo_engine.chat(STORY, GenerationParams(max_new_tokens=200))
     chunks = list(stream)
     assert len(chunks) > 3  # it really streamed, in several pieces
@@ -43,13 +43,13 @@ def test_streamed_text_equals_greedy_for_arbitrary_tokens(settings, registry):
     params = GenerationParams(max_new_tokens=300, ignore_eos=True)
     stream = engine.chat(STORY, params)
     text = stream.text()
-    assert text == plain_greedy(engine._backend.loaded, STORY, 300, ignore_eos=True)
+    assert text == plain_greedy(engine.backend.loaded, STORY, 300, ignore_eos=True)
     assert stream.result.new_tokens == 300 and stream.result.finish_reason == "length"
     engine.close()
 
 
 def test_exception_inside_generate_reaches_the_caller(demo_engine):
-    model = demo_engine._backend.loaded.model
+    model = demo_engine.backend.loaded.model
     calls = {"n": 0}
 
     def fail_on_fifth_step(module, args, output):
@@ -81,7 +81,7 @@ def test_a_stalled_generation_times_out_instead_of_hanging(settings, registry):
 
     engine = Engine(replace(settings, stall_timeout_s=0.5))
     engine.load(registry.get("demo-moe"))
-    model = engine._backend.loaded.model
+    model = engine.backend.loaded.model
     handle = model.register_forward_hook(lambda *a: time.sleep(3.0))
     try:
         started = time.perf_counter()

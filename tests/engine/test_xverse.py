@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.xverse_checkpoint import build_tiny_xverse, read_bin_shards
+from tests.support.xverse_checkpoint import build_tiny_xverse, read_bin_shards
 
 CPU_EXPERTS = ("eager", "batched_mm", "grouped_mm")  # all three run on CPU with torch >= 2.10
 TEXT = "user: What is a mixture of experts?\nassistant: A router sends each token to 3 experts."
@@ -200,7 +200,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> No
 def test_engine_loads_the_real_layout_with_the_registered_classes(xverse_engine, xverse_dir):
     from model_loader.xverse.modeling_xverse import XverseForCausalLM
 
-    loaded = xverse_engine._backend.loaded
+    loaded = xverse_engine.backend.loaded
     assert "auto_map" in json.loads((xverse_dir / "config.json").read_text())  # it still names the remote code
     assert loaded.spec.trust_remote_code is False
     assert type(loaded.model) is XverseForCausalLM  # the registered class won over the auto_map
@@ -416,7 +416,7 @@ def test_two_turn_prompt_in_the_xverse_format(xverse_engine):
     prompt = xverse_engine.render_prompt(TWO_TURNS)
     assert prompt == ("system: You are a helpful assistant.\nuser: Hello, who are you?\n"
                       "assistant: I am a small model.<|endoftext|>user: What is 12?\nassistant: ")
-    tok = xverse_engine._backend.loaded.tokenizer
+    tok = xverse_engine.backend.loaded.tokenizer
     ids = encode_prompt(tok, TWO_TURNS, device="cpu")["input_ids"][0].tolist()
     first = tok.encode("system: You are a helpful assistant.\nuser: Hello, who are you?\n"
                        "assistant: I am a small model.", add_special_tokens=False)
@@ -432,7 +432,7 @@ def test_chat_streams_the_greedy_decode(xverse_engine):
     from chat_engine.params import GenerationParams
     from chat_engine.prompt import encode_prompt
 
-    loaded = xverse_engine._backend.loaded
+    loaded = xverse_engine.backend.loaded
     stream = xverse_engine.chat(TWO_TURNS, GenerationParams(max_new_tokens=10))
     text = stream.text()
     assert text and stream.result.new_tokens > 1  # something was really generated and streamed
@@ -446,7 +446,7 @@ def test_chat_streams_the_greedy_decode(xverse_engine):
 
 def test_missing_chat_template_is_a_chat_template_error(settings, registry, xverse_dir):
     from chat_engine.engine import Engine
-    from model_loader.errors import ChatTemplateError
+    from common.errors import ChatTemplateError
 
     spec = dataclasses.replace(registry.get("xverse-moe-a4.2b"), id="xverse-no-template", source="local",
                                path=xverse_dir, chat_template=None)

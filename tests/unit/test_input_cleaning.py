@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat_engine.prompt import check_length, clean_text
-from model_loader.errors import InvalidParameterError
+from common.errors import InvalidParameterError
 
 
 def test_control_characters_go_and_line_breaks_stay():

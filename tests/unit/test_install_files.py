@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 def own_lines(path: Path) -> dict[str, Requirement]:

@@ -1,4 +1,4 @@
-"""Imports point one way: the page never touches the ML stack, the engine never touches Streamlit."""
+"""Imports point one way: the page never touches the ML stack or a backend, the engine never touches Streamlit."""
 
 from __future__ import annotations
 
@@ -11,14 +11,62 @@ ROOT = Path(__file__).resolve().parents[2]
 ML = {"torch", "transformers", "modelscope", "accelerate", "huggingface_hub", "safetensors", "tokenizers"}
 
 
-def imported_roots(path: Path) -> set[str]:
-    roots = set()
+# Project packages each package may import (besides itself). Lower layers never import higher ones.
+LAYERS = {
+    "common": set(),
+    "conversations": {"common"},
+    "model_loader": {"common"},
+    "planner": {"common", "model_loader"},
+    "chat_engine": {"common", "model_loader"},
+    "components": {"common", "conversations", "chat_engine", "model_loader"},
+}
+# What of the engine the page may see: the seam and its value types, never a backend or the Engine class.
+COMPONENT_ENGINE_MODULES = {"chat_engine.interface", "chat_engine.params", "chat_engine.budget", "chat_engine.prompt"}
+COMPONENT_OTHER_MODULES = {"model_loader.placement"}  # the load options' value type and choices
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            modules.add(node.module)
+    return modules
+
+
+def imported_roots(path: Path) -> set[str]:
+    return {module.split(".")[0] for module in imported_modules(path)}
+
+
+def violations(package: str, path: Path) -> set[str]:
+    """What `path`, a module of `package`, imports against the layering rules."""
+    roots = imported_roots(path)
+    wrong = (roots & (set(LAYERS) | {"app"})) - LAYERS[package] - {package}
+    if package == "components":
+        wrong |= roots & ML
+        wrong |= {m for m in imported_modules(path) if m.split(".")[0] in ("chat_engine", "model_loader")
+                  and m not in COMPONENT_ENGINE_MODULES | COMPONENT_OTHER_MODULES}
+    return wrong
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            wrong = violations(package, path)
+            assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+def test_a_component_importing_the_transformers_backend_or_torch_breaks_the_rule(tmp_path):
+    """The rule above really catches what it is for."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from chat_engine.transformers_backend.backend import TransformersBackend\nimport torch\n"
+                   "from chat_engine.engine import Engine\n")
+    assert violations("components", bad) >= {"chat_engine.transformers_backend.backend", "torch",
+                                             "chat_engine.engine"}
+    good = tmp_path / "good.py"
+    good.write_text("from chat_engine.interface import Reply\nfrom model_loader.placement import LoadOptions\n")
+    assert violations("components", good) == set()
 
 
 def test_ui_modules_never_import_the_ml_stack():
@@ -40,7 +88,7 @@ def test_engine_does_not_import_components():
 
 def test_importing_the_page_modules_does_not_load_torch():
     code = ("import sys; import components.chat, components.sidebar, components.state, components.load_panel, "
-            "chat_engine.engine; "
+            "components.turn, chat_engine.engine, planner.machine_fit, conversations.store; "
             "print(sorted(m for m in ('torch', 'transformers', 'modelscope') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

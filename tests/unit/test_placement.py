@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import ModelLoadError
+from common.settings import Settings
 from model_loader.devices import DeviceFacts, Gpu
-from model_loader.errors import ModelLoadError
 from model_loader.placement import LoadOptions, choose_attention, offload_warning, plan_placement, summarize_device_map
-from model_loader.settings import Settings
 
 GIB = 1024**3
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_loader.errors import RegistryError
+from common.errors import RegistryError
 from model_loader.registry import load_registry
 
 

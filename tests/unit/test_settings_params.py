@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from chat_engine.params import GenerationParams, model_defaults
-from model_loader.errors import InvalidParameterError, MoEChatError
-from model_loader.settings import Settings
+from common.errors import InvalidParameterError, MoEChatError
+from common.settings import Settings
 
 
 def test_settings_from_environment():

@@ -1,0 +1,194 @@
+"""The engine seam: what the page (or an HTTP API) asks of whoever generates, and the values it gets back.
+
+A backend is a loaded model that answers chats: the in-process transformers one (`chat_engine.transformers_backend`)
+today, a remote OpenAI-compatible server or a test fake beside it. The page sees only these protocols and values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from chat_engine.budget import Budget
+from chat_engine.params import GenerationParams
+from common.messages import Message
+
+if TYPE_CHECKING:
+    from model_loader.download import DownloadProgress
+    from model_loader.placement import LoadOptions
+    from model_loader.registry import ModelSpec
+
+FinishReason = Literal["eos", "length", "stopped", "error"]
+State = Literal["empty", "loading", "ready", "error"]
+StageName = Literal["preparing", "downloading", "checking", "loading", "done", "failed", "cancelled"]
+WaitCallback = Callable[[int], None]  # told the reply's place in line (1: next) while it waits for the model
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """How a finished reply went; shown under the answer."""
+
+    finish_reason: FinishReason
+    new_tokens: int
+    prompt_tokens: int
+    time_to_first_token_s: float | None
+    elapsed_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.time_to_first_token_s is None or self.new_tokens < 2:
+            return None
+        decode_s = self.elapsed_s - self.time_to_first_token_s
+        return (self.new_tokens - 1) / decode_s if decode_s > 0 else None
+
+
+class Reply(Protocol):
+    """One answer being generated. Iterate it for text; everything else about it is set by the backend that built it.
+
+    `budget` is the context budget the prompt was cut to, `params` what it generates with, `result` how it ended
+    (set once iteration stops), `interruption` why someone else stopped it (a model switch), for its reader.
+    A failure is raised to the iterating caller as a `MoEChatError`.
+    """
+
+    budget: Budget
+    params: GenerationParams
+    result: GenerationResult | None
+    interruption: str | None
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __next__(self) -> str: ...
+
+    @property
+    def queue_position(self) -> int:
+        """Requests ahead of this one and it while it waits for the model (1: next); 0 once it runs."""
+        ...
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated so far."""
+        ...
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop within one token; `reason` tells the reader why, when it was not them."""
+        ...
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until it has stopped generating; True once it has."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the status line says about a loaded backend."""
+
+    device_summary: str = ""
+    dtype: str = ""
+    kernels: str = ""
+    load_seconds: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class Backend(Protocol):
+    """A loaded model that answers chats. The engine holds at most one; it is closed before the next is loaded."""
+
+    spec: ModelSpec
+
+    def info(self) -> BackendInfo: ...
+
+    def default_params(self) -> GenerationParams:
+        """The model's own generation defaults, as the sidebar starts from."""
+        ...
+
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        """The exact text the model sees for `messages`."""
+        ...
+
+    def budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
+        """Which messages fit the context with room for the answer (raises ContextOverflowError)."""
+        ...
+
+    def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
+                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None) -> Reply:
+        """Start answering `messages`; the reply waits in the backend's line when the model is busy."""
+        ...
+
+    def close(self) -> None:
+        """Free what the backend holds (weights, connections)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoadStage:
+    """Where a load is: a stage name the page can act on, and a sentence for the user."""
+
+    name: StageName
+    message: str
+
+
+class BackendLoader(Protocol):
+    """How one kind of backend comes to be, in two steps, so that the current model serves until the swap."""
+
+    def prepare(self, spec: ModelSpec, options: LoadOptions | None, *, on_stage: Callable[[LoadStage], None],
+                on_progress: Callable[[DownloadProgress], None] | None,
+                cancel: threading.Event | None) -> Callable[[], Backend]:
+        """Fetch and check what the load needs while the current model still answers; return the loading step.
+
+        Raises a `MoEChatError` with advice when the files are missing or damaged. The engine then frees the
+        current backend and calls the returned function, which loads the new one (or raises `MoEChatError`).
+        """
+        ...
+
+    def same_load(self, backend: Backend, spec: ModelSpec, options: LoadOptions | None) -> bool:
+        """True when `backend` already is what loading `spec` with `options` would give (a no-op load)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the sidebar shows about the model."""
+
+    state: State
+    model_id: str | None = None
+    model_name: str | None = None
+    message: str = ""
+    info: BackendInfo = BackendInfo()
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """A load running in the background, outside any page run, so a refresh neither restarts nor duplicates it."""
+
+    model_id: str
+    model_name: str
+    stage: StageName
+    message: str = ""
+    progress: DownloadProgress | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.stage in ("preparing", "downloading", "checking", "loading")
+
+
+class WorkerControl:
+    """What a reply generated by a worker thread shares: its stop flag, who else stopped it, and waiting for it.
+
+    Subclasses set `self.stop` (an Event), `self.interruption = None` and `self._thread` (the worker).
+    """
+
+    stop: threading.Event
+    interruption: str | None
+    _thread: threading.Thread
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Ask the worker to stop after the current token; `reason` tells the reader why, when it was not them."""
+        if reason is not None and not self.stop.is_set():
+            self.interruption = reason
+        self.stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker thread; True once it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

@@ -1,0 +1,1 @@
+"""The in-process backend: a model loaded with transformers, generating in a worker thread."""

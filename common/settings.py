@@ -1,0 +1,74 @@
+"""Runtime settings, read once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import MoEChatError
+
+_PREFIX = "MOE_CHAT_"
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("MODELSCOPE_CACHE", Path.home() / ".cache" / "modelscope"))
+
+
+def _default_db() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+    base = Path(data_home) if data_home and Path(data_home).is_absolute() else Path.home() / ".local" / "share"
+    return base / "moe-chat" / "conversations.db"
+
+
+def _default_models_file() -> Path:
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "moe-chat" / "models.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every runtime knob of the app; `Settings.from_env()` reads `MOE_CHAT_*` variables."""
+
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    models_file: Path = field(default_factory=_default_models_file)
+    db: Path = field(default_factory=_default_db)  # the conversations database (SQLite)
+    password: str | None = None  # when set, the page asks for it before showing anything
+    default_model: str | None = None  # None: the demo on CPU-only machines, the first GPU model otherwise
+    device: str = "auto"  # auto | cpu | cuda
+    cpu_dtype: str = "float32"  # measured faster than bfloat16 for the demo on CPU (see bench/)
+    gpu_dtype: str = "bfloat16"
+    max_new_tokens: int = 512
+    concurrency: int = 1  # generations running at once on the shared model; the others wait in line
+    max_message_chars: int = 32_000  # longer messages are refused with a message saying so
+    max_context: int = 0  # tokens of prompt + answer; 0: the model's own window (a cap saves KV-cache memory)
+    stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error
+    stream_interval_s: float = 0.05  # the page redraws a streaming answer at most 20 times a second
+    memory_refresh_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from `MOE_CHAT_<FIELD>` variables, rejecting malformed values."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(_PREFIX + name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                if "Path" in kind:
+                    kwargs[name] = Path(raw).expanduser()
+                elif kind == "int":
+                    kwargs[name] = int(raw)
+                elif kind == "float":
+                    kwargs[name] = float(raw)
+                else:
+                    kwargs[name] = raw
+            except ValueError:
+                raise MoEChatError(f"{_PREFIX}{name.upper()}={raw!r} is not a valid {kind}: fix or unset it.") from None
+        settings = cls(**kwargs)
+        if settings.device not in ("auto", "cpu", "cuda"):
+            raise MoEChatError(f"{_PREFIX}DEVICE must be auto, cpu or cuda, not {settings.device!r}.")
+        return settings

@@ -1,0 +1,28 @@
+"""What the main area says above the conversation: the model's kind, one-time notices, a conversation's model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from components import chat, state
+
+
+def render(registry: Any, status: Any, start_load: Callable[[Any], Any]) -> None:
+    """The loaded model's banner, a notice left by the last run, and an offer to switch to a conversation's model."""
+    ready = status.state == "ready" and status.model_id in registry.ids
+    chat.render_model_banner(registry.get(status.model_id) if ready else None)
+    notice = st.session_state.get(state.NOTICE)
+    if notice:
+        st.session_state[state.NOTICE] = None
+        st.info(notice, icon=":material/info:")
+    held_with = st.session_state.get(state.CONVERSATION_MODEL)
+    if held_with and held_with != status.model_id and held_with in registry.ids:
+        spec = registry.get(held_with)
+        st.info(f"This conversation was held with **{spec.name}**; {status.model_name or 'no model'} is loaded now.",
+                icon=":material/swap_horiz:")
+        if st.button(f"Switch to {spec.name}", key="switch_to_conversation_model"):
+            start_load(spec)
+            st.rerun()

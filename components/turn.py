@@ -1,0 +1,152 @@
+"""One chat turn: the message box, the history's actions, the recorded question, the streamed and kept answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from chat_engine.budget import ContextOverflowError
+from chat_engine.interface import EngineStatus, LoadJob, Reply
+from chat_engine.params import GenerationParams
+from chat_engine.prompt import check_length, clean_text
+from common.errors import MoEChatError
+from common.settings import Settings
+from components import chat, state
+from components.journal import Journal
+from components.markdown import escape_dollars
+from conversations.records import AnswerStats
+
+StartReply = Callable[..., Reply]  # engine.chat(messages, params, owner=..., on_wait=...)
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What a turn needs from the page: the engine's state and how to ask it for a reply."""
+
+    status: EngineStatus
+    job: LoadJob | None
+    params: GenerationParams | None  # None: no model ready, or the sidebar's parameters are invalid
+    system: str
+    start_reply: StartReply
+    owner: str  # this browser session
+
+
+def to_send(messages: list[dict[str, Any]], system: str) -> list[dict[str, str]]:
+    """The conversation as the engine takes it: role and content only, the system prompt first if one is set."""
+    head = [{"role": "system", "content": system}] if system.strip() else []
+    return head + [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def unready_reason(status: EngineStatus, job: LoadJob | None) -> str:
+    """Why a message cannot be answered now (the page may have been drawn before another session acted)."""
+    if job is not None and job.running:
+        return f"{job.model_name} is being loaded"
+    if status.state == "loading":
+        return f"{status.model_name} is being loaded"
+    if status.state != "ready":
+        return "No model is loaded (load one in the sidebar)"
+    return "The generation parameters are invalid (see Generation in the sidebar)"
+
+
+def sampling_text(params: GenerationParams) -> str:
+    if not params.do_sample:
+        return "greedy"
+    seed = f" · seed {params.seed}" if params.seed is not None else ""
+    return f"T {params.temperature:g} · top-p {params.top_p:g} · top-k {params.top_k}{seed}"
+
+
+def answer_stats(reply: Reply | None, reason: str, params: GenerationParams, error: str | None = None,
+                 queue_place: int | None = None) -> AnswerStats:
+    """The stats record of an answer: the reply's result when it has one, what is known so far otherwise."""
+    result = reply.result if reply is not None else None
+    used = reply.params if reply is not None else params  # what the backend actually generated with
+    return AnswerStats(
+        finish_reason=reason, tokens=result.new_tokens if result else (reply.new_tokens if reply else 0),
+        ttft_s=result.time_to_first_token_s if result else None, tokens_per_s=result.tokens_per_s if result else None,
+        sampling=sampling_text(used), note=reply.interruption if reply is not None else None, error=error,
+        queue_place=queue_place)
+
+
+def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
+    """Draw the conversation and the message box; carry out what the user did; stream and keep the answer."""
+    messages: list[dict[str, Any]] = st.session_state[state.MESSAGES]
+    ready = ctx.status.state == "ready"
+    can_send = ready and ctx.params is not None
+    action = chat.render_history(messages, actions=can_send)
+    prompt = chat.render_input(can_send, ctx.status.model_name, settings.max_message_chars)
+    if prompt:
+        prompt = clean_text(prompt)
+        try:
+            check_length(prompt, settings.max_message_chars)  # the browser enforces it too; this is the server
+        except MoEChatError as exc:
+            chat.show_error(str(exc))
+            prompt = None
+    if prompt and prompt.strip() and not can_send:
+        chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
+        prompt = None
+    if action.regenerate and messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+        journal.truncate(len(messages))
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
+    if action.edited is not None:
+        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        del messages[last_user:]
+        journal.truncate(last_user)
+        messages.append({"role": "user", "content": action.edited})
+        journal.record_user(action.edited, ctx.status.model_id, ctx.system, ctx.params.as_dict())
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
+    pending = st.session_state.pop(state.PENDING_REPLY, False)
+    if prompt and prompt.strip():
+        messages.append({"role": "user", "content": prompt})
+        journal.record_user(prompt, ctx.status.model_id, ctx.system, ctx.params.as_dict())
+        with st.chat_message("user"):
+            st.markdown(escape_dollars(prompt))
+    elif not pending or not can_send:
+        return
+    _answer(ctx, journal, messages, settings)
+
+
+def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], settings: Settings) -> None:
+    """Stream the reply to the last user message into a new bubble, keeping whatever happens to it."""
+    conv_id = journal.current_id
+    params = ctx.params
+    assert params is not None  # run() answers only when the parameters are valid
+
+    places: list[int] = []
+
+    def keep(text: str, reason: str, error: str | None = None) -> None:
+        stats = answer_stats(reply, reason, params, error, max(places, default=None))
+        messages.append({"role": "assistant", "content": text, "stats": stats})
+        journal.record_answer(conv_id, text, stats)
+
+    with st.chat_message("assistant"):
+        line = st.empty()
+
+        def waiting(place: int) -> None:
+            places.append(place)
+            line.caption(f"Waiting for the model, which answers {settings.concurrency} request(s) at a time: "
+                         f"you are number {place} in line. Stop leaves it.")
+
+        try:
+            reply = ctx.start_reply(to_send(messages, ctx.system), params, owner=ctx.owner, on_wait=waiting)
+        except ContextOverflowError as exc:
+            refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
+            journal.truncate(len(messages))
+            chat.show_error(str(exc))
+            st.code(refused["content"], language=None, wrap_lines=True)
+            return
+        except MoEChatError as exc:
+            chat.show_error(str(exc))
+            return
+        if reply.budget.notice:
+            st.caption(reply.budget.notice)
+        shown = chat.stream_reply(reply, settings.stream_interval_s, on_interrupt=lambda text: keep(text, "stopped"))
+        line.empty()
+        keep(shown.text, reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped"),
+             shown.error)
+    st.rerun()  # draws the finished answer with its stats, error and actions

@@ -1,0 +1,1 @@
+"""Saved conversations: the records, their SQLite store and migrations, and export / import."""

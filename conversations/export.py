@@ -1,0 +1,161 @@
+"""The conversation exchange formats: a versioned JSON document (export and validated import) and Markdown.
+
+JSON shape, version 1 (`FORMAT`, `VERSION`)::
+
+    {"format": "moe-chat/conversation", "version": 1,
+     "title": str, "model_id": str | null, "system_prompt": str, "params": {...},
+     "created_at": "2024-05-01T12:00:00+00:00",          # ISO 8601, UTC
+     "messages": [{"role": "user" | "assistant" | "system", "content": str,
+                   "stats": {...} | null, "partial": bool}]}
+
+On import only "format", "version" and "messages" (each with "role" and "content") are required; unknown keys are
+refused so that a file of another kind is not half-read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from common.messages import ROLES
+from conversations.records import Conversation
+
+FORMAT, VERSION = "moe-chat/conversation", 1
+DOCUMENT_KEYS = {"format", "version", "title", "model_id", "system_prompt", "params", "created_at", "messages"}
+MESSAGE_KEYS = {"role", "content", "stats", "partial"}
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+class FormatError(ValueError):
+    """The data is not a conversation document this version can read; the store turns it into a StoreError."""
+
+
+@dataclass(frozen=True)
+class DocumentMessage:
+    """One message as read from a document."""
+
+    role: str
+    content: str
+    stats: dict[str, Any] | None
+    partial: bool
+
+
+@dataclass(frozen=True)
+class Document:
+    """A validated conversation document, ready to be stored as a new conversation."""
+
+    title: str | None
+    model_id: str | None
+    system_prompt: str
+    params: dict[str, Any]
+    created_at: float | None
+    messages: tuple[DocumentMessage, ...]
+
+
+def iso_time(timestamp: float) -> str:
+    """Seconds since the epoch as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def to_document(conversation: Conversation) -> dict[str, Any]:
+    """The JSON-ready document for a conversation."""
+    return {
+        "format": FORMAT, "version": VERSION,
+        "title": conversation.title, "model_id": conversation.model_id,
+        "system_prompt": conversation.system_prompt, "params": dict(conversation.params),
+        "created_at": iso_time(conversation.created_at),
+        "messages": [{"role": m.role, "content": m.content, "stats": m.stats, "partial": m.partial}
+                     for m in conversation.messages],
+    }
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise FormatError(message)
+
+
+def _parse_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    _check(isinstance(value, str), f"created_at must be an ISO 8601 date string; got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError as exc:
+        raise FormatError(f"created_at must be an ISO 8601 date string; got {value!r}") from exc
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _parse_message(index: int, data: Any) -> DocumentMessage:
+    where = f"message {index}"
+    _check(isinstance(data, Mapping), f"{where} must be an object with role and content; got {type(data).__name__}")
+    unknown = set(data) - MESSAGE_KEYS
+    _check(not unknown, f"{where} has unknown keys {sorted(unknown)}; known: {sorted(MESSAGE_KEYS)}")
+    role, content = data.get("role"), data.get("content")
+    stats, partial = data.get("stats"), data.get("partial", False)
+    _check(role in ROLES, f"{where}: role must be one of {list(ROLES)}; got {role!r}")
+    _check(isinstance(content, str), f"{where}: content must be a string; got {type(content).__name__}")
+    _check(stats is None or isinstance(stats, Mapping), f"{where}: stats must be an object or null")
+    _check(isinstance(partial, bool), f"{where}: partial must be true or false; got {partial!r}")
+    return DocumentMessage(role, content, dict(stats) if stats is not None else None, partial)
+
+
+def parse_document(data: Any) -> Document:
+    """Validate a decoded JSON document; raises FormatError saying what is wrong and where."""
+    _check(isinstance(data, Mapping), f"expected a JSON object, got {type(data).__name__}")
+    _check(data.get("format") == FORMAT, f"'format' must be {FORMAT!r}; got {data.get('format')!r}")
+    version = data.get("version")
+    _check(isinstance(version, int) and not isinstance(version, bool), f"'version' must be a number; got {version!r}")
+    _check(version <= VERSION, f"it is format version {version}, written by a newer moe-chat (this one reads "
+                               f"up to {VERSION}); upgrade moe-chat to import it")
+    _check(version == VERSION, f"unknown format version {version}; this moe-chat reads version {VERSION}")
+    unknown = set(data) - DOCUMENT_KEYS
+    _check(not unknown, f"unknown keys {sorted(unknown)}; known: {sorted(DOCUMENT_KEYS)}")
+    title, model_id = data.get("title"), data.get("model_id")
+    system_prompt, params = data.get("system_prompt", ""), data.get("params", {})
+    _check(title is None or isinstance(title, str), f"'title' must be a string; got {title!r}")
+    _check(model_id is None or isinstance(model_id, str), f"'model_id' must be a string or null; got {model_id!r}")
+    _check(isinstance(system_prompt, str), f"'system_prompt' must be a string; got {type(system_prompt).__name__}")
+    _check(isinstance(params, Mapping), f"'params' must be an object; got {type(params).__name__}")
+    messages = data.get("messages")
+    _check(isinstance(messages, list), f"'messages' must be a list; got {type(messages).__name__}")
+    return Document(title=title, model_id=model_id, system_prompt=system_prompt, params=dict(params),
+                    created_at=_parse_time(data.get("created_at")),
+                    messages=tuple(_parse_message(i, m) for i, m in enumerate(messages)))
+
+
+def _unclosed_fence(text: str) -> str | None:
+    """The code fence left open at the end of `text` (a reply stopped mid-block), or None."""
+    open_fence: str | None = None
+    for line in text.splitlines():
+        match = FENCE.match(line)
+        if not match:
+            continue
+        fence, rest = match.groups()
+        if open_fence is None:
+            if not (fence[0] == "`" and "`" in rest):  # a backtick fence's info string has no backticks
+                open_fence = fence
+        elif fence[0] == open_fence[0] and len(fence) >= len(open_fence) and not rest.strip():
+            open_fence = None
+    return open_fence
+
+
+def to_markdown(conversation: Conversation) -> str:
+    """A readable Markdown page: title, model, system prompt, then each message under its role."""
+    lines = [f"# {conversation.title}", "",
+             f"- Model: `{conversation.model_id}`" if conversation.model_id else "- Model: (none chosen)",
+             f"- Created: {iso_time(conversation.created_at)}", ""]
+    if conversation.system_prompt:
+        lines += ["## System prompt", "", conversation.system_prompt, ""]
+    for message in conversation.messages:
+        lines += [f"## {message.role.capitalize()}", "", message.content]
+        fence = _unclosed_fence(message.content)
+        if fence:  # close it, or every heading after it would render as code
+            lines.append(fence)
+        if message.partial:
+            lines += ["", "*(stopped before the reply was finished)*"]
+        lines.append("")
+    return "\n".join(lines)
+

@@ -1,0 +1,296 @@
+"""Saved conversations: a thread-safe SQLite store with a versioned schema, JSON/Markdown export and JSON import."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from common.errors import MoEChatError
+from common.messages import ROLES
+from conversations.export import FORMAT, VERSION, FormatError, parse_document, to_document, to_markdown
+from conversations.migrations import LATEST_VERSION, apply_migrations, schema_version
+from conversations.records import Conversation, ConversationSummary, StoredMessage
+
+DEFAULT_TITLE = "New chat"
+TITLE_LENGTH = 60
+BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process holding the file before giving up
+CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, updated_at"
+MESSAGE_COLUMNS = "role, content, stats, partial, created_at"
+
+
+class StoreError(MoEChatError):
+    """The conversation database cannot be opened, read or written, or a conversation or import is invalid."""
+
+
+def title_from(content: str) -> str:
+    """A one-line title of at most TITLE_LENGTH characters from a message, cut at a word where it can be."""
+    line = " ".join(content.split())
+    if len(line) <= TITLE_LENGTH:
+        return line or DEFAULT_TITLE
+    cut = line[:TITLE_LENGTH - 1]
+    if cut.rfind(" ") >= TITLE_LENGTH // 2:
+        cut = cut[:cut.rfind(" ")]
+    return cut.rstrip() + "…"
+
+
+def _to_json(value: Mapping[str, Any] | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(dict(value), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} must hold only JSON values (text, numbers, true/false, lists, objects): {exc}.") \
+            from exc
+
+
+def _check_message(role: str, content: str) -> None:
+    if role not in ROLES:
+        raise StoreError(f"Unknown message role {role!r}; a saved message is one of {list(ROLES)}.")
+    if not isinstance(content, str):
+        raise StoreError(f"Message content must be text; got {type(content).__name__}.")
+
+
+def _message(row: tuple) -> StoredMessage:
+    role, content, stats, partial, created_at = row
+    return StoredMessage(role, content, json.loads(stats) if stats is not None else None, bool(partial), created_at)
+
+
+class ConversationStore:
+    """Conversations and their messages in one SQLite file, shared by every browser session's thread.
+
+    One connection behind a lock: SQLite has a single writer anyway, and the lock makes each method's
+    read-then-write (next position, first-message title) atomic in this process; `BEGIN IMMEDIATE` makes it
+    atomic against other processes sharing the file. The schema is migrated forward on open.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; each method opens its own, explicitly.
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                         check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"Cannot open the conversation database {self.path}: {exc}. Check that the folder is "
+                             f"writable, or set MOE_CHAT_DB to another file.") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+            # FULL rather than NORMAL: in WAL mode NORMAL survives a crash of the app but may lose the last commits
+            # on power loss or an OS crash; FULL syncs the log at every commit, so a message whose add_message has
+            # returned survives both. One fsync per message costs about a millisecond, nothing beside generation.
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
+        with self._transaction(write=True) as conn:  # under the write lock: two processes never both migrate
+            version = schema_version(conn)
+            if version > LATEST_VERSION:
+                raise StoreError(f"The conversation database {self.path} has schema version {version}, written by a "
+                                 f"newer moe-chat (this one reads up to {LATEST_VERSION}). Upgrade moe-chat, or set "
+                                 f"MOE_CHAT_DB to another file to keep a separate history.")
+            if version < LATEST_VERSION:
+                try:
+                    apply_migrations(conn, version)
+                except sqlite3.Error as exc:  # the transaction rolls back: the file stays as it was
+                    raise StoreError(f"Could not upgrade the conversation database {self.path} from schema version "
+                                     f"{version} to {LATEST_VERSION}: {exc}. Nothing was changed; keep a copy of the "
+                                     f"file and report this, or set MOE_CHAT_DB to another file.") from exc
+
+    def close(self) -> None:
+        """Close the database; the store cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ConversationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                # IMMEDIATE takes the write lock up front, so a read-then-write never fails half way with SQLITE_BUSY.
+                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
+
+    def _failure(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            advice = "the file is damaged or not a moe-chat database: move it away, or set MOE_CHAT_DB to another file"
+        elif "locked" in text or "busy" in text:
+            advice = "another program is holding the database; close it and try again"
+        else:
+            advice = "check that the disk has free space and the file is writable, or set MOE_CHAT_DB to another file"
+        return StoreError(f"The conversation database {self.path} failed: {exc}; {advice}.")
+
+    @staticmethod
+    def _unknown(conv_id: str) -> StoreError:
+        return StoreError(f"No saved conversation {conv_id!r}: it may have been deleted (perhaps in another tab). "
+                          f"Pick one from the list or start a new chat.")
+
+    def _title_state(self, conn: sqlite3.Connection, conv_id: str) -> tuple[str, bool]:
+        row = conn.execute("SELECT title, title_edited FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        if row is None:
+            raise self._unknown(conv_id)
+        return row[0], bool(row[1])
+
+    @staticmethod
+    def _insert_conversation(conn: sqlite3.Connection, title: str, title_edited: bool, model_id: str | None,
+                             system_prompt: str, params_json: str, created_at: float, updated_at: float) -> str:
+        for _ in range(8):
+            conv_id = secrets.token_urlsafe(8)  # 11 URL-safe characters, 64 random bits
+            if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
+                conn.execute("INSERT INTO conversations (id, title, title_edited, model_id, system_prompt, params, "
+                             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (conv_id, title, int(title_edited), model_id, system_prompt, params_json, created_at,
+                              updated_at))
+                return conv_id
+        raise StoreError("Could not find a free conversation id; try again.")  # 8 collisions of 64 random bits
+
+    def create(self, model_id: str | None = None, system_prompt: str = "", params: Mapping[str, Any] | None = None,
+               title: str | None = None) -> str:
+        """Start an empty conversation and return its id (safe to put in a URL)."""
+        params_json = _to_json(params or {}, "params")
+        named = " ".join((title or "").split())
+        now = time.time()
+        with self._transaction(write=True) as conn:
+            return self._insert_conversation(conn, named or DEFAULT_TITLE, bool(named), model_id, system_prompt,
+                                             params_json, now, now)
+
+    def list_conversations(self, limit: int = 200) -> list[ConversationSummary]:
+        """The most recently active conversations first."""
+        if limit < 1:
+            raise StoreError(f"limit must be at least 1; got {limit}.")
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.title, c.model_id, c.updated_at, "
+                "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
+                "FROM conversations c ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [ConversationSummary(*row) for row in rows]
+
+    def get(self, conv_id: str) -> Conversation | None:
+        """The conversation with its messages in order, or None if there is no such id."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            if row is None:
+                return None
+            messages = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+                                    "ORDER BY position", (conv_id,)).fetchall()
+        conv_id, title, model_id, system_prompt, params, created_at, updated_at = row
+        return Conversation(conv_id, title, model_id, system_prompt, json.loads(params), created_at, updated_at,
+                            tuple(_message(m) for m in messages))
+
+    def add_message(self, conv_id: str, role: str, content: str, stats: Mapping[str, Any] | None = None,
+                    partial: bool = False) -> None:
+        """Append a message; the first user message names a conversation that was never renamed."""
+        _check_message(role, content)
+        stats_json = _to_json(stats, "stats")
+        now = time.time()
+        with self._transaction(write=True) as conn:
+            title, title_edited = self._title_state(conn, conv_id)
+            position, has_user = conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0), COALESCE(MAX(role = 'user'), 0) FROM messages "
+                "WHERE conversation_id = ?", (conv_id,)).fetchone()
+            conn.execute(f"INSERT INTO messages (conversation_id, position, {MESSAGE_COLUMNS}) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (conv_id, position, role, content, stats_json, int(bool(partial)), now))
+            if role == "user" and not has_user and not title_edited:
+                title = title_from(content)
+            conn.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?", (title, now, conv_id))
+
+    def truncate(self, conv_id: str, keep: int) -> None:
+        """Delete the messages at positions `keep` and after (Regenerate, Edit)."""
+        if keep < 0:
+            raise StoreError(f"keep must be 0 or more; got {keep}.")
+        with self._transaction(write=True) as conn:
+            self._title_state(conn, conv_id)
+            conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conv_id, keep))
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conv_id))
+
+    def update_settings(self, conv_id: str, model_id: str | None, system_prompt: str,
+                        params: Mapping[str, Any]) -> None:
+        """Record the model, system prompt and generation parameters the conversation now uses."""
+        params_json = _to_json(params, "params")
+        with self._transaction(write=True) as conn:
+            changed = conn.execute("UPDATE conversations SET model_id = ?, system_prompt = ?, params = ?, "
+                                   "updated_at = ? WHERE id = ?",
+                                   (model_id, system_prompt, params_json, time.time(), conv_id)).rowcount
+            if not changed:
+                raise self._unknown(conv_id)
+
+    def rename(self, conv_id: str, title: str) -> None:
+        """Give the conversation a title of the user's own; it keeps its place in the list."""
+        named = " ".join(title.split())
+        if not named:
+            raise StoreError("A conversation title cannot be empty; type a few words.")
+        with self._transaction(write=True) as conn:
+            if not conn.execute("UPDATE conversations SET title = ?, title_edited = 1 WHERE id = ?",
+                                (named, conv_id)).rowcount:
+                raise self._unknown(conv_id)
+
+    def delete(self, conv_id: str) -> None:
+        """Delete the conversation and its messages."""
+        with self._transaction(write=True) as conn:
+            if not conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount:
+                raise self._unknown(conv_id)
+
+    def _require(self, conv_id: str) -> Conversation:
+        conversation = self.get(conv_id)
+        if conversation is None:
+            raise self._unknown(conv_id)
+        return conversation
+
+    def export_json(self, conv_id: str) -> dict[str, Any]:
+        """The conversation as a versioned JSON document (see `conversations.export`)."""
+        return to_document(self._require(conv_id))
+
+    def export_markdown(self, conv_id: str) -> str:
+        """The conversation as a Markdown page."""
+        return to_markdown(self._require(conv_id))
+
+    def import_json(self, data: Mapping[str, Any]) -> str:
+        """Store an exported document as a new conversation and return its id."""
+        try:
+            document = parse_document(data)
+        except FormatError as exc:
+            raise StoreError(f"Not a moe-chat conversation export: {exc}. Import a file made by moe-chat's JSON "
+                             f"export (format {FORMAT!r}, version {VERSION}).") from exc
+        params_json = _to_json(document.params, "params")
+        first_user = next((m.content for m in document.messages if m.role == "user"), None)
+        automatic = title_from(first_user) if first_user is not None else DEFAULT_TITLE
+        title = " ".join((document.title or "").split()) or automatic
+        now = time.time()
+        rows = [(m.role, m.content, _to_json(m.stats, "stats"), int(m.partial), now) for m in document.messages]
+        with self._transaction(write=True) as conn:
+            conv_id = self._insert_conversation(conn, title, title != automatic, document.model_id,
+                                                document.system_prompt, params_json,
+                                                now if document.created_at is None else document.created_at, now)
+            conn.executemany(f"INSERT INTO messages (conversation_id, position, {MESSAGE_COLUMNS}) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(conv_id, position, *row) for position, row in enumerate(rows)])
+        return conv_id

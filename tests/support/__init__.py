@@ -1,0 +1,1 @@
+"""Builders, servers and fakes that the test tiers share."""
