@@ -7,7 +7,7 @@ from functools import partial
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from chat_engine.engine import Engine
+from chat_engine.engine import Engine, shared_engine
 from common.errors import MoEChatError
 from common.settings import Settings
 from components import (
@@ -42,10 +42,10 @@ def get_devices() -> DeviceFacts:
     return probe_devices()
 
 
-@st.cache_resource(on_release=Engine.close)
 def get_engine() -> Engine:
-    """The one engine of this server process, shared by every browser session."""
-    return Engine(get_settings())
+    """The one engine of this server process, shared by every browser session. It is not a cached resource: any
+    session may ask Streamlit to clear its caches, and that must not unload the model for everyone."""
+    return shared_engine(get_settings())
 
 
 @st.cache_resource
@@ -104,7 +104,8 @@ def main() -> None:
         st.stop()  # nothing else is drawn, and no model is touched, before the right password
     engine, devices = get_engine(), get_devices()
     registry = current_registry(settings)
-    state.init(st.session_state, registry.default_id(devices.cuda_count > 0, settings.default_model))
+    has_gpu = devices.cuda_count > 0 and settings.device != "cpu"
+    state.init(st.session_state, registry.default_id(has_gpu, settings.default_model))
     journal = Journal(get_store())
     journal.restore_from_url()
 

@@ -34,7 +34,7 @@ def main() -> None:
     spec = load_registry(None).get("demo-moe")
     params = GenerationParams(max_new_tokens=args.tokens, ignore_eos=True)
     for kernel in KERNELS:
-        engine = Engine(Settings())
+        engine = Engine(Settings.from_env())
         try:
             engine.load(spec, LoadOptions(experts=kernel))
             loaded = engine.backend.loaded

@@ -148,7 +148,12 @@ class Session:
             self.on_delta = None
         reply.done_at = time.perf_counter()
         reply.role, reply.text = page.chat()[before + 1]
+        reply.page_texts = page.texts()
         return reply
+
+    async def clear_caches(self) -> None:
+        """What the page menu's "Clear cache" sends; any session may send it, logged in or not."""
+        await self._ws.send(BackMsg(clear_cache=True).SerializeToString())
 
     async def close(self) -> None:
         await self._ws.close()
@@ -164,6 +169,7 @@ class Reply:
     done_at: float | None = None
     role: str = ""
     text: str = ""
+    page_texts: list[str] = field(default_factory=list)  # everything the finished page showed (stats lines too)
 
     @property
     def latency_s(self) -> float:

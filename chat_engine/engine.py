@@ -185,5 +185,30 @@ class Engine:
             return reply
 
     def close(self) -> None:
-        """Release everything (called when the page's resource cache drops the engine)."""
+        """Stop every reply and free the model (a server shutting down; tests)."""
         self.unload()
+
+
+_shared_lock = threading.Lock()
+_shared: Engine | None = None
+
+
+def shared_engine(settings: Settings) -> Engine:
+    """The process's one engine. It lives outside any UI cache, so clearing caches never unloads the model;
+    only Load, Switch and Unload (or new settings, in tests) change what it holds."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.settings != settings:
+            if _shared is not None:
+                _shared.close()
+            _shared = Engine(settings)
+        return _shared
+
+
+def close_shared() -> None:
+    """Close the process's engine (tests; a server shutting down)."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.close()
+            _shared = None

@@ -93,7 +93,12 @@ def render(engine: Any, spec: Any, model_id: str, settings: Any, messages: list[
            to_send: Callable[[list[dict[str, Any]], str], list[dict[str, str]]]) -> tuple[str, GenerationParams | None]:
     """The sidebar's generation section for the ready model; returns the system prompt and the parameters."""
     system = render_system_prompt(spec.system_prompt if spec else None)
-    params = render_params(engine.default_params(), model_id)
+    try:
+        defaults = engine.default_params()
+    except MoEChatError as exc:  # another session unloaded or switched the model since this run looked
+        st.warning(str(exc), icon=":material/schedule:")
+        return system, None
+    params = render_params(defaults, model_id)
     max_new = params.max_new_tokens if params else settings.max_new_tokens
     render_token_count(lambda: engine.context_budget(to_send(messages, system), max_new) if messages else None)
     render_exact_prompt(lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))

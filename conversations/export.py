@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import ROLES
@@ -57,7 +57,7 @@ class Document:
 
 def iso_time(timestamp: float) -> str:
     """Seconds since the epoch as an ISO 8601 UTC string."""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
 
 def to_document(conversation: Conversation) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _parse_time(value: Any) -> float | None:
         parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
     except ValueError as exc:
         raise FormatError(f"created_at must be an ISO 8601 date string; got {value!r}") from exc
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _parse_message(index: int, data: Any) -> DocumentMessage:

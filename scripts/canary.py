@@ -5,14 +5,17 @@
 
 It builds a fresh virtual environment, installs requirements-dev.in (ranges) with `pip install --upgrade`, prints
 the versions it got, and runs `pytest tests/unit tests/engine` there. torch is the one already installed here
-(`--torch` to try another): the libraries around it are what move under the app. With --lock and green tests it
-rewrites requirements.txt, requirements-dev.txt and constraints.txt from that venv's `pip freeze`, so that
-`pip install -r requirements.txt` installs exactly what was tested. Needs the package index; nothing else.
+(its exact build, e.g. 2.13.0+cpu; `--torch` to try another): the libraries around it are what move under the app.
+With --lock the pin files are rewritten from that venv's `pip freeze` before the tests run (so that the tests check
+them) and put back as they were unless the tests pass: `pip install -r requirements.txt` then installs exactly what
+was tested. torch and the packages only torch needs are never pinned, so that a GPU box keeps its CUDA build.
+Needs the package index; nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -46,11 +49,12 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def installed_torch() -> str:
+    """The torch of this interpreter, build suffix included (a CUDA build is found on its own index: --torch)."""
     try:
         import torch
     except ImportError:
         return "torch==2.13.0"
-    return f"torch=={torch.__version__.split('+')[0]}"
+    return f"torch=={torch.__version__}"
 
 
 def freeze(python: Path) -> dict[str, str]:
@@ -65,7 +69,29 @@ def freeze(python: Path) -> dict[str, str]:
     return pins
 
 
-def write_lock(pins: dict[str, str], python_version: str) -> None:
+def dependency_graph(python: Path) -> dict[str, set[str]]:
+    """{package: the packages it requires (no extras)} for everything installed in the venv."""
+    code = ("import json, re, importlib.metadata as m\n"
+            "print(json.dumps({d.metadata['Name']: [re.split(r'[ <>=!~;\\[(]', r, maxsplit=1)[0] for r in "
+            "(d.requires or []) if 'extra ==' not in r] for d in m.distributions()}))")
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
+    return {canonical(k): {canonical(d) for d in v} for k, v in json.loads(out).items()}
+
+
+def needed_without_torch(graph: dict[str, set[str]], roots: list[str]) -> set[str]:
+    """Packages reachable from `roots` without passing through torch: what the app needs whatever torch it has."""
+    seen: set[str] = set()
+    todo = [r for r in roots if r != "torch"]
+    while todo:
+        name = todo.pop()
+        if name in seen or name == "torch":
+            continue
+        seen.add(name)
+        todo.extend(graph.get(name, ()))
+    return seen
+
+
+def write_lock(pins: dict[str, str], python_version: str, graph: dict[str, set[str]]) -> None:
     """requirements.txt / requirements-dev.txt: exact pins of the direct dependencies (torch a range);
     constraints.txt: every other package of the tested venv."""
     ranges = requirements(ROOT / "requirements.in")
@@ -81,10 +107,11 @@ def write_lock(pins: dict[str, str], python_version: str) -> None:
         header.format(src="requirements-dev.in") + "-r requirements.txt\n"
         + "".join(f"{n}=={pins[n]}\n" for n in sorted(dev)))
     direct = set(runtime) | set(dev) | {"torch", "pip", "setuptools", "wheel"}
+    wanted = needed_without_torch(graph, runtime + dev)
     (ROOT / "constraints.txt").write_text(
         header.format(src="requirements-dev.in")
-        + "# The packages the direct dependencies pull in, as tested. Used through requirements.txt.\n"
-        + "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()) if n not in direct))
+        + "# The packages the direct dependencies pull in, as tested (not torch's own: a CUDA build brings those).\n"
+        + "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()) if n not in direct and n in wanted))
 
 
 def main() -> int:
@@ -113,16 +140,21 @@ def main() -> int:
               + ", ".join(f"{name} {pins.get(name, '-')}" for name in SHOWN), flush=True)
         lock_files = [ROOT / name for name in ("requirements.txt", "requirements-dev.txt", "constraints.txt")]
         before = {path: path.read_text() if path.exists() else None for path in lock_files}
-        if args.lock:  # written first, so that the tests check the files they would commit
-            write_lock(pins, python_version)
-        tests = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit", "tests/engine"],
-                    cwd=ROOT, env={**os.environ, "MOE_CHAT_CANARY": "1"})
-        if tests.returncode:
-            for path, text in before.items() if args.lock else ():
-                if text is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    path.write_text(text)
+        passed = False
+        try:
+            if args.lock:  # written first, so that the tests check the files they would commit
+                write_lock(pins, python_version, dependency_graph(python))
+            tests = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit", "tests/engine"],
+                        cwd=ROOT, env={**os.environ, "MOE_CHAT_CANARY": "1"})
+            passed = tests.returncode == 0
+        finally:
+            if args.lock and not passed:  # an interruption or a failure leaves the pins as they were
+                for path, text in before.items():
+                    if text is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        path.write_text(text)
+        if not passed:
             print("canary: the unit and engine tiers FAILED with the newest allowed versions above"
                   + ("; the pin files were left as they were" if args.lock else ""))
             return 1

@@ -7,7 +7,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  echo "gpu_check: FAILED: torch does not import with $PYTHON (run bash scripts/test.sh first)"
+  exit 1
+fi
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: skipped: no CUDA GPU visible to torch (nothing to check on this machine)"
   exit 0
 fi

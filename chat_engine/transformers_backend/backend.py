@@ -12,7 +12,8 @@ from chat_engine.interface import BackendInfo, WaitCallback
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import encode_prompt, render_prompt
 from chat_engine.slots import SlotQueue
-from chat_engine.transformers_backend.stream import ChatStream
+from chat_engine.transformers_backend.stream import ChatStream, translate_error
+from common.errors import ModelNotLoadedError, MoEChatError
 from common.messages import Message
 from common.settings import Settings
 from model_loader.loader import LoadedModel
@@ -60,28 +61,37 @@ class TransformersBackend:
 
     def budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
         if self._count is None:
-            render_prompt(self.loaded.tokenizer, messages)  # raises the ChatTemplateError with its advice
+            render_prompt(self._require_loaded().tokenizer, messages)  # raises the ChatTemplateError with its advice
         return fit_to_context(messages, self._count, self.context, max_new_tokens)
 
     def default_params(self) -> GenerationParams:
-        base = self.loaded.model.generation_config.to_dict()
-        return model_defaults(base, self.loaded.spec.generation, self._settings.max_new_tokens)
+        loaded = self._require_loaded()
+        return model_defaults(loaded.model.generation_config.to_dict(), loaded.spec.generation,
+                              self._settings.max_new_tokens)
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
-        return render_prompt(self.loaded.tokenizer, messages)
+        return render_prompt(self._require_loaded().tokenizer, messages)
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None) -> ChatStream:
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        loaded = self._require_loaded()
+        model, tokenizer = loaded.model, loaded.tokenizer
         budget = self.budget(messages, params.max_new_tokens)
-        inputs = encode_prompt(tokenizer, budget.messages, device=model.get_input_embeddings().weight.device)
-        config = build_generation_config(model.generation_config, params, tokenizer)
-        if params.seed is not None:
-            import torch
-
-            torch.manual_seed(params.seed)
+        try:
+            inputs = encode_prompt(tokenizer, budget.messages, device=model.get_input_embeddings().weight.device)
+            config = build_generation_config(model.generation_config, params, tokenizer)
+        except MoEChatError:
+            raise
+        except Exception as exc:  # e.g. a CUDA error moving the prompt: advice, not a traceback
+            raise translate_error(exc) from exc
         return ChatStream(model, tokenizer, inputs, config, budget=budget, params=params, stop=stop,
                           on_wait=on_wait, stall_timeout_s=self._settings.stall_timeout_s, slots=self._slots)
+
+    def _require_loaded(self) -> LoadedModel:
+        loaded = self.loaded
+        if loaded is None:  # closed by a switch or unload in another session since this one looked
+            raise ModelNotLoadedError("The model was unloaded a moment ago: load one in the sidebar.")
+        return loaded
 
     def close(self) -> None:
         """Drop the weights and return their memory (the engine has stopped every reply first)."""

@@ -144,6 +144,8 @@ class ChatStream(WorkerControl, Iterator[str]):
                 self._streamer.end()
                 return
             with torch.inference_mode():
+                if self.params.seed is not None:  # seeded when its turn comes, not while others generate
+                    torch.manual_seed(self.params.seed)
                 out = model.generate(**kwargs)  # [1, prompt + new tokens]
             self._last_token = int(out[0, -1])
         except BaseException as exc:  # re-raised in the consumer's thread

@@ -13,6 +13,16 @@ from tests.support.helpers import ROOT
 TIMEOUT = 60
 
 
+@pytest.fixture(autouse=True)
+def _fresh_engine():
+    """Each page test starts with no model loaded and leaves none behind (the engine outlives Streamlit's caches)."""
+    from chat_engine.engine import close_shared
+
+    close_shared()
+    yield
+    close_shared()
+
+
 @pytest.fixture
 def db_path(monkeypatch, tmp_path):
     """Each test gets its own conversations database."""
@@ -38,7 +48,7 @@ def app(monkeypatch, models_file, db_path):
     at = open_page()
     assert not at.exception, at.exception
     yield at
-    st.cache_resource.clear()  # releases the engine and its model
+    st.cache_resource.clear()  # the page's cached settings and store; the engine is closed by _fresh_engine
 
 
 def chat_messages(at: AppTest) -> list[tuple[str, str]]:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.support.helpers import ROOT
+from tests.support.server import running_server
 
 CHROMIUM = os.environ.get("MOE_CHAT_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
@@ -23,38 +19,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, models_file):
     """The app exactly as a user starts it, on a free loopback port, with its log kept for inspection."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = dict(os.environ, MOE_CHAT_MODELS_FILE=str(models_file), PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start:\n{log_path.read_text()}")
-    yield {"url": url, "log": log_path}
-    proc.terminate()
-    proc.wait(timeout=20)
+    with running_server(log_path, {"MOE_CHAT_MODELS_FILE": str(models_file)}) as url:
+        yield {"url": url, "log": log_path}
 
 
 @pytest.fixture(scope="session")

@@ -150,7 +150,7 @@ def ref_moe(x: torch.Tensor, w: dict, prefix: str, cfg: dict, trace: dict) -> to
         order = sorted(range(cfg["num_experts"]), key=lambda e: -probs[e].item())
         trace["margins"][-1].append((logits[t, order[top_k - 1]] - logits[t, order[top_k]]).item())
         weights = {e: probs[e] for e in order[:top_k]}
-        if cfg.get("norm_topk_prob", True):  # the original renormalises, +1e-6, whatever the config says
+        if cfg.get("norm_topk_prob", True):  # renormalised (+1e-6) unless the config turns it off
             total = sum(weights.values())
             weights = {e: p_e / (total + 1e-6) for e, p_e in weights.items()}
         for e, p_e in weights.items():

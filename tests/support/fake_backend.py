@@ -1,7 +1,8 @@
 """A backend that implements the engine's protocols with scripted replies, so that page tests test the page.
 
 Rows with `backend = "fake"` load it (after `install`). Each word of an answer is one token and one chunk. What it
-answers and how is read from `SCRIPT` when each reply starts; a test sets it (the page runs in the test's process).
+answers and how comes from `SCRIPT`, which a test sets (the page runs in the test's process): the answer when a reply
+starts, the delays, failures and gate while it generates, the number of slots when the backend loads.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ CONTEXT = 4096  # tokens (words) the fake model takes
 
 @dataclass
 class FakeScript:
-    """How the fake answers; every reply reads it when it starts."""
+    """How the fake answers (see the module docstring for when each field is read)."""
 
     answers: dict[str, str] = field(default_factory=dict)  # last user message -> answer; else "You said: ..."
     chunk_delay_s: float = 0.0  # between words

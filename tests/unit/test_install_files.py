@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -68,6 +69,6 @@ def test_the_tests_run_on_the_pinned_versions():
 
 def test_gpu_check_skips_cleanly_without_a_gpu():
     run = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "gpu_check: skipped: no CUDA GPU visible" in run.stdout
