@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The unit and engine tiers: everything but the page, browser, server and bench tiers (minutes, not tens of them).
+TIERS = ("tests/unit", "tests/planner", "tests/conversations", "tests/model_loader", "tests/engine")
 SHOWN = ("torch", "transformers", "accelerate", "streamlit", "modelscope", "huggingface-hub", "tokenizers",
          "safetensors", "sentencepiece", "psutil", "pytest", "playwright", "ruff")
 
@@ -144,7 +146,7 @@ def main() -> int:
         try:
             if args.lock:  # written first, so that the tests check the files they would commit
                 write_lock(pins, python_version, dependency_graph(python))
-            tests = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit", "tests/engine"],
+            tests = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *TIERS],
                         cwd=ROOT, env={**os.environ, "MOE_CHAT_CANARY": "1"})
             passed = tests.returncode == 0
         finally:
