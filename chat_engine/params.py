@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -23,6 +24,19 @@ class GenerationParams:
     ignore_eos: bool = False  # always produce max_new_tokens (benchmarks, tests)
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.type == "int | None":
+                ok = True
+            elif f.type in ("int", "int | None"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif f.type == "float":
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            else:  # bool
+                ok = isinstance(value, bool)
+            if not ok:
+                raise InvalidParameterError(f"{f.name} must be {f.type.replace('int | None', 'an integer or empty')}; "
+                                            f"got {value!r}.")
         checks = [
             (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
             (0.0 < self.temperature <= 10.0, "temperature must be in (0, 10]"),

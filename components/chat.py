@@ -95,14 +95,15 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
     return HistoryAction(regenerate=regenerate, edited=edited)
 
 
-def render_input(ready: bool, model_name: str | None, max_chars: int | None = None) -> str | None:
+def render_input(ready: bool, model_name: str | None) -> str | None:
     """The message box; it waits while an answer streams (the answer has its own Stop button).
 
     It stays enabled when no model is ready: a page drawn before another session unloaded or switched the
-    model must not swallow what was typed (see `show_unsent`).
+    model must not swallow what was typed (see `show_unsent`). It sets no length limit of its own: the browser
+    would cut a long paste without a word, so the page refuses it with the reason and gives the text back.
     """
     hint = f"Message {model_name}" if ready and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", submit_mode="disable", max_chars=max_chars)
+    text = st.chat_input(hint, key="chat_input", submit_mode="disable")
     return text if isinstance(text, str) else None
 
 
@@ -147,7 +148,7 @@ def show_error(message: str) -> None:
 
 def show_unsent(text: str, why: str) -> None:
     """A message that could not be sent, given back to copy."""
-    st.warning(f"{why}: your message was not sent. Here it is to copy; send it again once the model is ready.",
+    st.warning(f"{why}: your message was not sent. Here it is to copy, to send again when you can.",
                icon=":material/schedule:")
     st.code(text, language=None, wrap_lines=True)
 

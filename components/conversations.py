@@ -9,6 +9,8 @@ from typing import Any
 
 import streamlit as st
 
+from components.markdown import plain
+
 
 @dataclass(frozen=True)
 class ConversationChoice:
@@ -31,7 +33,7 @@ def _current_tools(current: Any, export_md: Callable[[str], str], export_json: C
                           file_name=f"{current.id}.json", mime="application/json", key="export_json",
                           icon=":material/download:", width="stretch")
     with st.popover("Delete", icon=":material/delete:", key="delete_popover"):
-        st.write(f"Delete **{current.title}** and all its messages? This cannot be undone.")
+        st.write(f"Delete **{plain(current.title)}** and all its messages? This cannot be undone.")
         delete = st.button("Delete for good", key="delete_confirm", type="primary")
     return (title.strip() if title.strip() and title.strip() != current.title else None), delete
 
@@ -50,7 +52,7 @@ def render(summaries: Sequence[Any], current: Any | None, export_md: Callable[[s
             return ConversationChoice(rename=(current.id, new_title))
     for summary in summaries:
         is_current = current is not None and summary.id == current.id
-        label = f"{summary.title or 'Untitled'} ({summary.message_count})"
+        label = f"{plain(summary.title or 'Untitled')} ({summary.message_count})"
         if st.button(label, key=f"open_{summary.id}", type="primary" if is_current else "tertiary",
                      width="stretch", disabled=is_current):
             return ConversationChoice(open_id=summary.id)
@@ -60,4 +62,6 @@ def render(summaries: Sequence[Any], current: Any | None, export_md: Callable[[s
             return ConversationChoice(imported=json.loads(upload.getvalue().decode("utf-8")))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             st.error(f"{upload.name} is not a JSON export: {exc}", icon=":material/error:")
+        except RecursionError:
+            st.error(f"{upload.name} is nested too deeply to be a moe-chat export.", icon=":material/error:")
     return ConversationChoice()

@@ -15,6 +15,20 @@ _KEYS = {"do_sample": "gen_do_sample", "temperature": "gen_temperature", "top_p"
          "repetition_penalty": "gen_repetition_penalty", "max_new_tokens": "gen_max_new_tokens", "seed": "gen_seed"}
 
 
+# The widgets' ranges: a stored value outside them (an old or crafted conversation) is left at the model default.
+_RANGES = {"temperature": (0.05, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 1000), "repetition_penalty": (1.0, 2.0),
+           "max_new_tokens": (1, 32768), "seed": (0, 2**63 - 1)}
+
+
+def _shows(name: str, value: Any) -> bool:
+    if name == "do_sample":
+        return isinstance(value, bool)
+    if name == "seed" and value is None:
+        return True
+    low, high = _RANGES[name]
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
 def _apply(defaults: GenerationParams) -> None:
     for name, key in _KEYS.items():
         st.session_state[key] = getattr(defaults, name)
@@ -33,9 +47,9 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
     # A newly loaded model brings its own defaults; so does a page run after the panel was hidden (Streamlit
     # forgets the values of widgets that were not drawn).
     restored = st.session_state.pop(state.RESTORED_PARAMS, None)
-    if restored:  # a reopened conversation brings back the parameters it was held with
+    if restored:  # a reopened conversation brings back the parameters it was held with, those the widgets can show
         try:
-            _apply(defaults.updated(**{k: v for k, v in restored.items() if k in _KEYS}))
+            _apply(defaults.updated(**{k: v for k, v in restored.items() if k in _KEYS and _shows(k, v)}))
         except (MoEChatError, TypeError):
             _apply(defaults)
         st.session_state[state.PARAMS_FOR_MODEL] = model_id

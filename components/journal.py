@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from chat_engine.params import GenerationParams
 from common.errors import MoEChatError
 from components import state
 from conversations.records import AnswerStats
@@ -86,7 +87,7 @@ class Journal:
 
     def import_export(self, data: Any) -> str:
         """Store an uploaded JSON export as a new conversation and open it."""
-        conv_id = self.store.import_json(data)
+        conv_id = self.store.import_json(data, check_params=GenerationParams.from_mapping)
         self.open(conv_id)
         return conv_id
 

@@ -14,3 +14,17 @@ def escape_dollars(text: str) -> str:
     parts = _CODE.split(text)
     # split() with one capture group alternates: text, code, text, code, ...
     return "".join(part if i % 2 else _LONE_DOLLAR.sub(r"\\$", part) for i, part in enumerate(parts))
+
+
+# Bidirectional controls (embeddings, overrides, isolates, marks) reorder what follows them on screen.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What Streamlit's Markdown gives a meaning to inside a line, directives (`:red[...]`, `:material/x:`) included,
+# and what starts a heading, quote or list at the start of one.
+_MARKUP = re.compile(r"([\\`*_\[\]:<>~$|])")
+_LEADING = re.compile(r"^(\s*)(?:([#+\->])|(\d+)\.)")
+
+
+def plain(text: str) -> str:
+    """Text shown exactly as typed where Streamlit renders Markdown (titles in buttons and captions)."""
+    text = _MARKUP.sub(r"\\\1", _BIDI.sub("", text))
+    return _LEADING.sub(lambda m: m[1] + (f"\\{m[2]}" if m[2] else f"{m[3]}\\."), text)

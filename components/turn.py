@@ -31,6 +31,7 @@ class TurnContext:
     params: GenerationParams | None  # None: no model ready, or the sidebar's parameters are invalid
     system: str
     start_reply: StartReply
+    budget: Callable[[list[dict[str, str]], int], Any]  # engine.context_budget: raises when it does not fit
     owner: str  # this browser session
 
 
@@ -70,40 +71,79 @@ def answer_stats(reply: Reply | None, reason: str, params: GenerationParams, err
         queue_place=queue_place)
 
 
+def accepted(text: str | None, settings: Settings) -> str | None:
+    """Typed text as it may be sent: cleaned, within the length limit; else None, with the reason and the text shown.
+
+    New messages and edits both come through here."""
+    if text is None:
+        return None
+    text = clean_text(text)
+    if not text.strip():
+        return None
+    try:
+        check_length(text, settings.max_message_chars)
+    except MoEChatError as exc:
+        chat.show_unsent(text, str(exc).rstrip("."))
+        return None
+    return text
+
+
+def _edit(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], edited: str) -> bool:
+    """Replace the last exchange with the edited question, only if it can be sent: a refused edit changes nothing
+    (False; the edit box stays open with the text)."""
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    candidate = messages[:last_user] + [{"role": "user", "content": edited}]
+    try:
+        ctx.budget(to_send(candidate, ctx.system), ctx.params.max_new_tokens)
+    except MoEChatError as exc:
+        chat.show_unsent(edited, str(exc).rstrip("."))
+        return False
+    if not _recorded(lambda: (journal.truncate(last_user),
+                              journal.record_user(edited, ctx.status.model_id, ctx.system, ctx.params.as_dict())),
+                     edited):
+        return False
+    del messages[last_user:]
+    messages.append({"role": "user", "content": edited})
+    st.session_state[state.PENDING_REPLY] = True
+    st.rerun()
+
+
+def _recorded(write: Callable[[], Any], text: str) -> bool:
+    """Run a write to the conversation store; if it fails (the conversation was deleted in another tab), give the
+    user's text back with the reason and say False."""
+    try:
+        write()
+    except MoEChatError as exc:
+        chat.show_unsent(text, str(exc).rstrip("."))
+        return False
+    return True
+
+
 def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     """Draw the conversation and the message box; carry out what the user did; stream and keep the answer."""
     messages: list[dict[str, Any]] = st.session_state[state.MESSAGES]
     ready = ctx.status.state == "ready"
     can_send = ready and ctx.params is not None
     action = chat.render_history(messages, actions=can_send)
-    prompt = chat.render_input(can_send, ctx.status.model_name, settings.max_message_chars)
-    if prompt:
-        prompt = clean_text(prompt)
-        try:
-            check_length(prompt, settings.max_message_chars)  # the browser enforces it too; this is the server
-        except MoEChatError as exc:
-            chat.show_error(str(exc))
-            prompt = None
-    if prompt and prompt.strip() and not can_send:
+    prompt = accepted(chat.render_input(can_send, ctx.status.model_name), settings)
+    if prompt and not can_send:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
         prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
-        messages.pop()
-        journal.truncate(len(messages))
-        st.session_state[state.PENDING_REPLY] = True
-        st.rerun()
+        if _recorded(lambda: journal.truncate(len(messages) - 1), messages[-1]["content"]):
+            messages.pop()
+            st.session_state[state.PENDING_REPLY] = True
+            st.rerun()
     if action.edited is not None:
-        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-        del messages[last_user:]
-        journal.truncate(last_user)
-        messages.append({"role": "user", "content": action.edited})
-        journal.record_user(action.edited, ctx.status.model_id, ctx.system, ctx.params.as_dict())
-        st.session_state[state.PENDING_REPLY] = True
-        st.rerun()
+        edited = accepted(action.edited, settings)
+        if edited is None or not can_send or not _edit(ctx, journal, messages, edited):
+            st.session_state[state.EDITING] = True  # refused: the box stays open with the text, nothing changed
     pending = st.session_state.pop(state.PENDING_REPLY, False)
-    if prompt and prompt.strip():
+    if prompt:
+        if not _recorded(lambda: journal.record_user(prompt, ctx.status.model_id, ctx.system, ctx.params.as_dict()),
+                         prompt):
+            return
         messages.append({"role": "user", "content": prompt})
-        journal.record_user(prompt, ctx.status.model_id, ctx.system, ctx.params.as_dict())
         with st.chat_message("user"):
             st.markdown(escape_dollars(prompt))
     elif not pending or not can_send:

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import ROLES
-from conversations.records import Conversation
+from conversations.records import AnswerStats, Conversation
 
 FORMAT, VERSION = "moe-chat/conversation", 1
 DOCUMENT_KEYS = {"format", "version", "title", "model_id", "system_prompt", "params", "created_at", "messages"}
 MESSAGE_KEYS = {"role", "content", "stats", "partial"}
+MAX_MESSAGES = 10_000  # an import larger than this is refused (the page draws the latest messages anyway)
+MAX_TEXT_CHARS = 8_000_000  # all the texts of an import together
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 
 
@@ -88,6 +90,15 @@ def _parse_time(value: Any) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def _text(value: str, where: str) -> str:
+    """A string that can be stored and drawn: no lone surrogates (they are not UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{where} holds characters that are not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def _parse_message(index: int, data: Any) -> DocumentMessage:
     where = f"message {index}"
     _check(isinstance(data, Mapping), f"{where} must be an object with role and content; got {type(data).__name__}")
@@ -99,7 +110,14 @@ def _parse_message(index: int, data: Any) -> DocumentMessage:
     _check(isinstance(content, str), f"{where}: content must be a string; got {type(content).__name__}")
     _check(stats is None or isinstance(stats, Mapping), f"{where}: stats must be an object or null")
     _check(isinstance(partial, bool), f"{where}: partial must be true or false; got {partial!r}")
-    return DocumentMessage(role, content, dict(stats) if stats is not None else None, partial)
+    if stats is not None:
+        problems = AnswerStats.problems(dict(stats))
+        _check(not problems, f"{where}: {'; '.join(problems[:3])}")
+        for key, value in stats.items():
+            if isinstance(value, str):
+                _text(value, f"{where}: stats {key!r}")
+    return DocumentMessage(role, _text(content, f"{where}: content"), dict(stats) if stats is not None else None,
+                           partial)
 
 
 def parse_document(data: Any) -> Document:
@@ -121,6 +139,15 @@ def parse_document(data: Any) -> Document:
     _check(isinstance(params, Mapping), f"'params' must be an object; got {type(params).__name__}")
     messages = data.get("messages")
     _check(isinstance(messages, list), f"'messages' must be a list; got {type(messages).__name__}")
+    _check(len(messages) <= MAX_MESSAGES, f"it has {len(messages):,} messages; at most {MAX_MESSAGES:,} are imported")
+    for what, value in (("'title'", title), ("'model_id'", model_id), ("'system_prompt'", system_prompt)):
+        if value is not None:
+            _text(value, what)
+    _check(all(isinstance(v, str | int | float | bool) or v is None for v in params.values()),
+           "'params' must hold only plain values (text, numbers, true/false)")
+    total = sum(len(m.get("content", "")) for m in messages if isinstance(m, Mapping)
+                and isinstance(m.get("content"), str))
+    _check(total <= MAX_TEXT_CHARS, f"its messages hold {total:,} characters; at most {MAX_TEXT_CHARS:,} are imported")
     return Document(title=title, model_id=model_id, system_prompt=system_prompt, params=dict(params),
                     created_at=_parse_time(data.get("created_at")),
                     messages=tuple(_parse_message(i, m) for i, m in enumerate(messages)))

@@ -61,6 +61,18 @@ class AnswerStats:
         return {name: value for name, value in asdict(self).items() if value is not None}
 
     @classmethod
+    def problems(cls, data: Any) -> list[str]:
+        """What is wrong with stats read from outside (an import): unknown keys, values of the wrong type."""
+        if not isinstance(data, dict):
+            return [f"stats must be an object; got {type(data).__name__}"]
+        known = {f.name for f in fields(cls)}
+        found = [f"unknown stats key {key!r}" for key in sorted(set(data) - known)]
+        kept = cls.from_dict(data)
+        found += [f"stats {key!r} has a wrong value {data[key]!r}" for key in sorted(set(data) & known)
+                  if data[key] is not None and getattr(kept, key) != data[key]]
+        return found
+
+    @classmethod
     def from_dict(cls, data: Any) -> AnswerStats:
         """Read stored or imported stats, keeping the fields of the right type and dropping the rest."""
         if not isinstance(data, dict):

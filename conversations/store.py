@@ -7,7 +7,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -273,13 +273,19 @@ class ConversationStore:
         """The conversation as a Markdown page."""
         return to_markdown(self._require(conv_id))
 
-    def import_json(self, data: Mapping[str, Any]) -> str:
-        """Store an exported document as a new conversation and return its id."""
+    def import_json(self, data: Mapping[str, Any], check_params: Callable[[dict[str, Any]], Any] | None = None) -> str:
+        """Store an exported document as a new conversation and return its id; nothing is written unless all of it
+        is valid (`check_params` raises on generation parameters the app would refuse)."""
         try:
             document = parse_document(data)
+            if check_params is not None:
+                try:
+                    check_params(document.params)
+                except MoEChatError as exc:
+                    raise FormatError(f"'params': {exc}") from exc
         except FormatError as exc:
-            raise StoreError(f"Not a moe-chat conversation export: {exc}. Import a file made by moe-chat's JSON "
-                             f"export (format {FORMAT!r}, version {VERSION}).") from exc
+            raise StoreError(f"Not a moe-chat conversation export: {str(exc).rstrip('.')}. Import a file made by "
+                             f"moe-chat's JSON export (format {FORMAT!r}, version {VERSION}).") from exc
         params_json = _to_json(document.params, "params")
         first_user = next((m.content for m in document.messages if m.role == "user"), None)
         automatic = title_from(first_user) if first_user is not None else DEFAULT_TITLE

@@ -110,7 +110,9 @@ def test_message_box_ignores_blank_input_and_holds_the_length_limit(monkeypatch,
         page = open_page()
         send(page, "   ")  # whitespace only: ignored
         assert page.session_state["messages"] == [] and not page.chat_message
-        send(page, "x" * 30)  # the box itself stops at the limit (the server re-checks: test_input_cleaning)
-        assert page.session_state["messages"][0]["content"] == "x" * 20
+        send(page, "x" * 30)  # over the limit: refused with the reason, not cut, and given back to copy
+        assert page.session_state["messages"] == []
+        assert any("30 characters; the limit is 20" in w.value for w in page.warning)
+        assert any(c.value == "x" * 30 for c in page.code)
     finally:
         st.cache_resource.clear()

@@ -408,3 +408,42 @@ def test_markdown_export_reads_as_the_conversation(store: ConversationStore):
     assert "echo hi\n```\n\n*(stopped before the reply was finished)*\n\n## User\n\nWhy did you stop?" in page
     fences = [line for line in page.splitlines() if line.startswith("```")]
     assert len(fences) % 2 == 0
+
+
+# Hostile imports: refused whole, with what is wrong, before anything is written.
+
+def _export(**changes):
+    doc = {"format": "moe-chat/conversation", "version": 1, "title": "t", "params": {"temperature": 0.7},
+           "messages": [{"role": "user", "content": "Hello"},
+                        {"role": "assistant", "content": "Hi", "stats": {"tokens": 2, "finish_reason": "eos"}}]}
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"messages": [{"role": "assistant", "content": "Hi", "stats": {"ttft_s": "fast"}}]}, "'ttft_s' has a wrong value"),
+    ({"messages": [{"role": "assistant", "content": "Hi", "stats": {"tokens": -3}}]}, "'tokens' has a wrong value"),
+    ({"messages": [{"role": "assistant", "content": "Hi", "stats": {"speed": 1}}]}, "unknown stats key 'speed'"),
+    ({"messages": [{"role": "user", "content": "bad \ud800 text"}]}, "not valid Unicode"),
+    ({"title": "\udfff"}, "not valid Unicode"),
+    ({"params": {"do_sample": "yes"}}, "do_sample must be bool"),
+    ({"params": {"temperature": 50}}, "temperature must be in (0, 10]"),
+    ({"params": {"temperature": {"nested": [1]}}}, "only plain values"),
+    ({"messages": [{"role": "user", "content": "x"}] * 10_001}, "at most 10,000 are imported"),
+    ({"messages": [{"role": "user", "content": "x" * 4_000_001}] * 2}, "at most 8,000,000 are imported"),
+])
+def test_a_hostile_import_is_refused_whole_with_the_reason(store, changes, reason):
+    from chat_engine.params import GenerationParams
+
+    before = store.list_conversations()
+    with pytest.raises(StoreError) as refused:
+        store.import_json(_export(**changes), check_params=GenerationParams.from_mapping)
+    assert reason in str(refused.value)
+    assert store.list_conversations() == before  # nothing written
+
+
+def test_a_valid_import_still_goes_in(store):
+    from chat_engine.params import GenerationParams
+
+    conv = store.import_json(_export(), check_params=GenerationParams.from_mapping)
+    assert [m.content for m in store.get(conv).messages] == ["Hello", "Hi"]

@@ -1,0 +1,119 @@
+"""Input rules hold on every path, and a refused or impossible change leaves the conversation as it was."""
+
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+
+from tests.app.conftest import chat_messages, open_page
+from tests.support import fake_backend
+from tests.support.fake_backend import SCRIPT, FakeScript
+
+
+@pytest.fixture
+def page(monkeypatch, tmp_path, db_path):
+    models = fake_backend.install(tmp_path)
+    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models))
+    monkeypatch.setenv("MOE_CHAT_DEFAULT_MODEL", "fake")
+    monkeypatch.setenv("MOE_CHAT_MAX_MESSAGE_CHARS", "40")
+    SCRIPT.__dict__.update(FakeScript().__dict__)
+    st.cache_resource.clear()
+    at = open_page()
+    yield at
+    st.cache_resource.clear()
+
+
+def send(at, text: str) -> None:
+    at.chat_input[0].set_value(text).run()
+
+
+def edit_last(at, text: str) -> None:
+    at.button(key="edit").click().run()
+    at.text_area(key="edit_text").set_value(text).run()
+    at.button(key="edit_send").click().run()
+
+
+def shown(at) -> list[tuple[str, str]]:
+    """The conversation the session holds (the edit box may stand in for the last question)."""
+    return [(m["role"], m["content"]) for m in at.session_state["messages"]]
+
+
+def stored(at) -> list[tuple[str, str]]:
+    return chat_messages(open_page({"c": at.query_params["c"]}))
+
+
+def warnings(at) -> str:
+    return " ".join(w.value for w in at.warning)
+
+
+def test_an_edit_is_cleaned_like_a_new_message(page):
+    send(page, "Hello")
+    edit_last(page, "What\x07 is\x00 2 + 2?")  # control characters typed or pasted into the edit box
+    assert shown(page)[0] == ("user", "What is 2 + 2?")
+    assert stored(page)[0] == ("user", "What is 2 + 2?")
+
+
+def test_an_edit_over_the_length_limit_is_refused_and_changes_nothing(page):
+    send(page, "Hello")
+    before = shown(page)
+    edit_last(page, "x" * 50)
+    assert "50 characters; the limit is 40" in warnings(page)
+    assert [c.value for c in page.code if c.value == "x" * 50]  # the text is given back to copy
+    assert shown(page) == before and stored(page) == before
+    assert page.text_area(key="edit_text").value == "x" * 50  # the box stays open with the text
+
+
+def test_an_edit_that_does_not_fit_the_context_keeps_the_exchange_it_would_replace(page, monkeypatch):
+    monkeypatch.setattr(fake_backend, "CONTEXT", 100)  # words
+    send(page, "Hello")
+    before = shown(page)
+    page.sidebar.number_input(key="gen_max_new_tokens").set_value(95).run()
+    edit_last(page, "one two three four five six seven eight")
+    assert "context" in warnings(page)
+    assert shown(page) == before and stored(page) == before
+
+
+def test_a_message_for_a_conversation_deleted_in_another_tab_is_given_back(page):
+    send(page, "Hello")
+    other = open_page({"c": page.query_params["c"]})
+    other.button(key="delete_confirm").click().run()  # the other tab deletes it
+    send(page, "Are you there?")
+    assert not page.exception  # no traceback
+    assert "may have been deleted" in warnings(page)
+    assert [c.value for c in page.code if c.value == "Are you there?"]
+
+
+def test_regenerating_in_a_deleted_conversation_says_why_instead_of_crashing(page):
+    send(page, "Hello")
+    other = open_page({"c": page.query_params["c"]})
+    other.button(key="delete_confirm").click().run()
+    page.button(key="regenerate").click().run()
+    assert not page.exception and "may have been deleted" in warnings(page)
+
+
+def test_a_conversation_with_bad_stored_stats_and_params_opens_and_chats(page, db_path):
+    from conversations.store import ConversationStore
+
+    with ConversationStore(db_path) as store:  # written by an older or tampered file, not through an import
+        conv = store.create(model_id="fake", params={"temperature": 5, "do_sample": "yes", "top_k": -1})
+        store.add_message(conv, "user", "Hello")
+        store.add_message(conv, "assistant", "Hi", stats={"ttft_s": "fast", "tokens": "many", "finish_reason": 3})
+    opened = open_page({"c": conv})
+    assert not opened.exception
+    assert chat_messages(opened) == [("user", "Hello"), ("assistant", "Hi")]
+    assert opened.sidebar.slider(key="gen_temperature").value <= 2.0  # the widget's range, not the stored 5
+    send(opened, "Again")
+    assert chat_messages(opened)[-1] == ("assistant", "You said: Again")
+
+
+def test_titles_are_drawn_as_plain_text_without_bidi_controls(page, db_path):
+    from conversations.store import ConversationStore
+
+    with ConversationStore(db_path) as store:
+        conv = store.create(model_id="fake")
+        store.add_message(conv, "user", "x")
+        store.rename(conv, ":red[ALARM] :material/home: **bold** \u202eevil")
+    page.run()
+    (button,) = [b for b in page.sidebar.button if b.key == f"open_{conv}"]
+    assert "\u202e" not in button.label
+    assert button.label.startswith(r"\:red\[ALARM\] \:material/home\: \*\*bold\*\* evil")
