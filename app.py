@@ -55,9 +55,17 @@ def get_store() -> ConversationStore:
 
 
 def current_registry(settings: Settings) -> Registry:
+    """The registry, with the folders this session added that can still be read (a vanished one is dropped)."""
     registry = load_registry(settings.models_file)
+    kept = []
     for folder in st.session_state.get(state.LOCAL_FOLDERS, []):
-        registry, _ = registry.with_local_folder(folder)
+        try:
+            registry, _ = registry.with_local_folder(folder, settings.allowed_model_roots())
+        except MoEChatError as exc:
+            st.session_state[state.NOTICE] = f"A model folder you added is gone from the list: {exc}"
+        else:
+            kept.append(folder)
+    st.session_state[state.LOCAL_FOLDERS] = kept
     return registry
 
 
@@ -73,7 +81,7 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running)
     if choice.added_folder:
         try:
-            registry, added = registry.with_local_folder(choice.added_folder)
+            registry, added = registry.with_local_folder(choice.added_folder, settings.allowed_model_roots())
         except MoEChatError as exc:
             st.error(str(exc), icon=":material/error:")
         else:

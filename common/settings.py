@@ -45,7 +45,15 @@ class Settings:
     max_context: int = 0  # tokens of prompt + answer; 0: the model's own window (a cap saves KV-cache memory)
     stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error
     stream_interval_s: float = 0.05  # the page redraws a streaming answer at most 20 times a second
+    save_interval_s: float = 3.0  # an answer being written is saved this often (a crash loses at most this)
     memory_refresh_s: float = 2.0
+    model_roots: str = ""  # folders (os.pathsep-separated) under which "Add a local model folder" accepts one
+
+    def allowed_model_roots(self) -> tuple[Path, ...]:
+        """Where local model folders may be added from: the setting, else the cache dir and the home folder."""
+        if self.model_roots.strip():
+            return tuple(Path(p).expanduser() for p in self.model_roots.split(os.pathsep) if p.strip())
+        return (self.cache_dir, Path.home())
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

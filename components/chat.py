@@ -108,12 +108,14 @@ def render_input(ready: bool, model_name: str | None) -> str | None:
 
 
 def stream_reply(chunks: Iterable[str], interval_s: float,
-                 on_interrupt: Callable[[str], None] | None = None) -> Reply:
+                 on_interrupt: Callable[[str], None] | None = None,
+                 on_progress: Callable[[str], None] | None = None) -> Reply:
     """Draw a reply as it arrives, at most once per `interval_s`; return it when it ends.
 
     Drawing is rate-bounded because each redraw re-sends the whole text to the browser. The Stop button under
     the answer reruns the page, which interrupts this run (so does a refresh or a closed tab): `on_interrupt`
     then gets the partial text before the interruption goes on, and the next run draws it finished.
+    `on_progress` gets the text so far at each redraw (to save it while it is written).
     """
     placeholder = st.empty()
     stop = st.empty()
@@ -124,6 +126,8 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
         for piece in coalesce(chunks, interval_s):
             parts.append(piece)
             placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
+            if on_progress is not None:
+                on_progress("".join(parts))
     except MoEChatError as exc:
         placeholder.markdown(escape_dollars("".join(parts)))
         stop.empty()

@@ -15,6 +15,24 @@ from conversations.records import AnswerStats
 QUERY_KEY = "c"  # ?c=<conversation id>: a refresh or a bookmark reopens the conversation
 
 
+class AnswerSaver:
+    """One answer's row in the store: inserted at the first save, rewritten at each later one."""
+
+    def __init__(self, store: Any, conv_id: str | None) -> None:
+        self.store, self.conv_id = store, conv_id
+        self.position: int | None = None
+
+    def save(self, text: str, stats: AnswerStats, partial: bool | None = None) -> None:
+        if self.conv_id is None:
+            return
+        partial = stats.finish_reason in ("stopped", "error") if partial is None else partial
+        if self.position is None:
+            self.position = self.store.add_message(self.conv_id, "assistant", text, stats=stats.to_dict(),
+                                                   partial=partial)
+        else:
+            self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial)
+
+
 class Journal:
     """Every message is written when it is sent or when its answer ends (or stops, or fails)."""
 
@@ -74,11 +92,10 @@ class Journal:
         st.session_state[state.CONVERSATION_MODEL] = model_id
         self.store.add_message(conv_id, "user", text)
 
-    def record_answer(self, conv_id: str | None, text: str, stats: AnswerStats) -> None:
-        """Store an answer in `conv_id`, taken when it started: a closed tab's session state is gone by its end."""
-        if conv_id is not None:
-            partial = stats.finish_reason in ("stopped", "error")
-            self.store.add_message(conv_id, "assistant", text, stats=stats.to_dict(), partial=partial)
+    def answer_saver(self, conv_id: str | None) -> AnswerSaver:
+        """Where an answer is saved, in `conv_id` taken when it started (a closed tab's session state is gone by its
+        end): first as it is written, every few seconds, then finished."""
+        return AnswerSaver(self.store, conv_id)
 
     def truncate(self, keep: int) -> None:
         """Forget stored messages from position `keep` on (Regenerate, Edit)."""

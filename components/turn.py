@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
@@ -125,6 +126,10 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     ready = ctx.status.state == "ready"
     can_send = ready and ctx.params is not None
     action = chat.render_history(messages, actions=can_send)
+    if can_send and messages and messages[-1]["role"] == "user" and not st.session_state.get(state.PENDING_REPLY):
+        # a question left without its answer (a crash, a refresh at the wrong moment): offer to answer it now
+        if st.button("Answer this message", key="answer_last", icon=":material/reply:"):
+            st.session_state[state.PENDING_REPLY] = True
     prompt = accepted(chat.render_input(can_send, ctx.status.model_name), settings)
     if prompt and not can_send:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
@@ -158,11 +163,24 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
     assert params is not None  # run() answers only when the parameters are valid
 
     places: list[int] = []
+    saver = journal.answer_saver(conv_id)
+    saved_at = [time.monotonic()]
 
     def keep(text: str, reason: str, error: str | None = None) -> None:
         stats = answer_stats(reply, reason, params, error, max(places, default=None))
         messages.append({"role": "assistant", "content": text, "stats": stats})
-        journal.record_answer(conv_id, text, stats)
+        try:
+            saver.save(text, stats)
+        except MoEChatError as exc:  # the conversation was changed or deleted in another tab meanwhile
+            chat.show_error(f"The answer is shown but was not saved: {exc}")
+
+    def checkpoint(text: str) -> None:
+        """Save the answer as it is written, every few seconds: a crash loses at most those seconds."""
+        if time.monotonic() - saved_at[0] >= settings.save_interval_s:
+            saved_at[0] = time.monotonic()
+            stats = answer_stats(reply, "stopped", params, queue_place=max(places, default=None))
+            saver.save(text, replace(stats, note="cut off: the server stopped while it was being written"),
+                       partial=True)
 
     with st.chat_message("assistant"):
         line = st.empty()
@@ -185,7 +203,8 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
             return
         if reply.budget.notice:
             st.caption(reply.budget.notice)
-        shown = chat.stream_reply(reply, settings.stream_interval_s, on_interrupt=lambda text: keep(text, "stopped"))
+        shown = chat.stream_reply(reply, settings.stream_interval_s, on_interrupt=lambda text: keep(text, "stopped"),
+                                  on_progress=checkpoint)
         line.empty()
         keep(shown.text, reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped"),
              shown.error)

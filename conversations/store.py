@@ -206,8 +206,8 @@ class ConversationStore:
                             tuple(_message(m) for m in messages))
 
     def add_message(self, conv_id: str, role: str, content: str, stats: Mapping[str, Any] | None = None,
-                    partial: bool = False) -> None:
-        """Append a message; the first user message names a conversation that was never renamed."""
+                    partial: bool = False) -> int:
+        """Append a message and return its position; the first user message names a conversation never renamed."""
         _check_message(role, content)
         stats_json = _to_json(stats, "stats")
         now = time.time()
@@ -222,6 +222,22 @@ class ConversationStore:
             if role == "user" and not has_user and not title_edited:
                 title = title_from(content)
             conn.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?", (title, now, conv_id))
+        return position
+
+    def update_message(self, conv_id: str, position: int, content: str, stats: Mapping[str, Any] | None = None,
+                       partial: bool = False) -> None:
+        """Rewrite the message at `position` (an answer saved while it was still being written)."""
+        if not isinstance(content, str):
+            raise StoreError(f"Message content must be text; got {type(content).__name__}.")
+        stats_json = _to_json(stats, "stats")
+        with self._transaction(write=True) as conn:
+            self._title_state(conn, conv_id)
+            changed = conn.execute("UPDATE messages SET content = ?, stats = ?, partial = ? "
+                                   "WHERE conversation_id = ? AND position = ?",
+                                   (content, stats_json, int(bool(partial)), conv_id, position)).rowcount
+            if not changed:
+                raise StoreError(f"Conversation {conv_id!r} has no message at position {position}: it was changed "
+                                 "in another tab.")
 
     def truncate(self, conv_id: str, keep: int) -> None:
         """Delete the messages at positions `keep` and after (Regenerate, Edit)."""

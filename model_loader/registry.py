@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -76,18 +77,54 @@ class Registry:
                 return spec.id
         return self.specs[0].id
 
-    def with_local_folder(self, folder: str | Path) -> tuple[Registry, ModelSpec]:
-        """Add (or reuse) a row for a model folder typed by the user."""
-        path = Path(folder).expanduser().resolve()
-        if not path.is_dir():
-            raise RegistryError(f"{path} is not a folder. Give the folder that holds config.json.")
-        if not (path / "config.json").is_file():
-            raise RegistryError(f"{path} has no config.json: give the folder of a transformers checkpoint.")
+    def with_local_folder(self, folder: str | Path, roots: Sequence[Path] = ()) -> tuple[Registry, ModelSpec]:
+        """Add (or reuse) a row for a model folder typed by the user, if it lies under one of `roots`.
+
+        A path outside them is neither resolved nor named back; every failure is a RegistryError with advice.
+        """
+        path = _checked_folder(str(folder), tuple(roots))
         spec = ModelSpec(id=f"local:{path}", name=f"{path.name} (local)", source="local", path=path,
                          notes=f"Local folder {path}")
         if spec.id in self.ids:
             return self, self.get(spec.id)
         return Registry(self.specs + (spec,)), spec
+
+
+MAX_PATH_CHARS = 4096
+MAX_CONFIG_BYTES = 1 << 20  # a real config.json is a few KiB
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _checked_folder(text: str, roots: tuple[Path, ...]) -> Path:
+    """The resolved folder `text` names, if it is a readable checkpoint folder under `roots`."""
+    allowed = ", ".join(str(r) for r in roots) or "nowhere"
+    outside = RegistryError(f"Model folders are accepted only under {allowed}. Copy or link the model there, or "
+                            "list more folders in MOE_CHAT_MODEL_ROOTS.")
+    if not text.strip() or "\x00" in text or len(text) > MAX_PATH_CHARS:
+        raise RegistryError("That is not a folder path: type the full path of the folder that holds config.json.")
+    try:
+        lexical = Path(os.path.normpath(Path(text).expanduser()))
+        if not lexical.is_absolute() or not _under(lexical, roots):
+            raise outside  # refused before the file system is touched: nothing about the path is revealed
+        resolved = lexical.resolve(strict=True)
+        if not _under(resolved, tuple(r.resolve() for r in roots)):
+            raise outside  # a link pointing out of the allowed folders
+        if not resolved.is_dir():
+            raise RegistryError(f"{lexical} is not a folder. Give the folder that holds config.json.")
+        config = resolved / "config.json"
+        if not config.is_file():
+            raise RegistryError(f"{lexical} has no config.json: give the folder of a transformers checkpoint.")
+        if config.stat().st_size > MAX_CONFIG_BYTES:
+            raise RegistryError(f"{lexical}/config.json is larger than 1 MiB: that is not a model's config.json.")
+    except RegistryError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:  # missing, permission denied, a symlink loop, a bad name
+        raise RegistryError(f"The folder {text.strip()[:200]} cannot be read ({type(exc).__name__}): check that it "
+                            "exists and that the app's user may read it.") from None
+    return resolved
 
 
 _FIELDS = {f.name for f in fields(ModelSpec)}

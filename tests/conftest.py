@@ -36,6 +36,8 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory):
     })
     for key in [k for k in os.environ if k.startswith("MOE_CHAT_") and k != "MOE_CHAT_DEVICE"]:
         del os.environ[key]
+    # the tests' model folders live under pytest's temporary root: the folder box may take them
+    os.environ["MOE_CHAT_MODEL_ROOTS"] = str(tmp_path_factory.getbasetemp())
     import torch
 
     torch.set_num_threads(1)

@@ -117,3 +117,60 @@ def test_titles_are_drawn_as_plain_text_without_bidi_controls(page, db_path):
     (button,) = [b for b in page.sidebar.button if b.key == f"open_{conv}"]
     assert "\u202e" not in button.label
     assert button.label.startswith(r"\:red\[ALARM\] \:material/home\: \*\*bold\*\* evil")
+
+
+def test_a_local_folder_that_vanishes_only_drops_that_model(page, tmp_path):
+    import shutil
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen2_moe"}')
+    page.sidebar.text_input(key="local_folder_input").input(str(folder))
+    page.button(key="add_local_folder").click().run()
+    assert page.selectbox(key="model_choice").value == f"local:{folder.resolve()}"
+    assert "my-model (local)" in page.selectbox(key="model_choice").options
+    shutil.rmtree(folder)
+    page.run()
+    assert not page.exception
+    assert "my-model (local)" not in page.selectbox(key="model_choice").options
+    assert "A model folder you added is gone from the list" in " ".join(i.value for i in page.info)
+    send(page, "Hello")  # the tab still chats
+    assert chat_messages(page)[-1] == ("assistant", "You said: Hello")
+
+
+def test_a_conversation_left_on_a_question_offers_to_answer_it(page, db_path):
+    from conversations.store import ConversationStore
+
+    with ConversationStore(db_path) as store:  # as a crash before the answer's first save leaves it
+        conv = store.create(model_id="fake")
+        store.add_message(conv, "user", "Hello")
+    opened = open_page({"c": conv})
+    opened.button(key="answer_last").click().run()
+    assert chat_messages(opened) == [("user", "Hello"), ("assistant", "You said: Hello")]
+    assert stored(opened) == chat_messages(opened)
+
+
+def test_an_answer_is_saved_while_it_is_written(page, db_path, monkeypatch):
+    import threading
+    import time
+
+    from conversations.store import ConversationStore
+
+    SCRIPT.chunk_delay_s = 0.08
+    SCRIPT.answers["Tell me a story."] = " ".join(f"w{i}" for i in range(50))  # about 4 s
+    monkeypatch.setenv("MOE_CHAT_SAVE_INTERVAL_S", "0.5")
+    st.cache_resource.clear()  # settings are read again
+    fresh = open_page()
+    writer = threading.Thread(target=lambda: send(fresh, "Tell me a story."))
+    writer.start()
+    time.sleep(2.0)
+    with ConversationStore(db_path) as store:  # what a crash at this moment would leave
+        (summary,) = store.list_conversations()
+        saved = store.get(summary.id).messages
+    writer.join(timeout=20)
+    assert saved[-1].role == "assistant" and saved[-1].partial and saved[-1].content.startswith("w0 w1")
+    assert saved[-1].stats["note"].startswith("cut off")
+    assert len(saved[-1].content.split()) < 50
+    with ConversationStore(db_path) as store:  # and the finished answer replaced it, in the same place
+        final = store.get(summary.id).messages
+    assert len(final) == 2 and final[-1].content == SCRIPT.answers["Tell me a story."] and not final[-1].partial

@@ -72,12 +72,35 @@ def test_broken_toml_names_the_file(tmp_path):
 
 def test_local_folder_typed_in_the_sidebar(tmp_path):
     reg = load_registry(None)
+    roots = (tmp_path,)
+    with pytest.raises(RegistryError, match="cannot be read"):
+        reg.with_local_folder(tmp_path / "missing", roots)
+    (tmp_path / "file").write_text("x")
     with pytest.raises(RegistryError, match="not a folder"):
-        reg.with_local_folder(tmp_path / "missing")
+        reg.with_local_folder(tmp_path / "file", roots)
     with pytest.raises(RegistryError, match="no config.json"):
-        reg.with_local_folder(tmp_path)
+        reg.with_local_folder(tmp_path, roots)
     (tmp_path / "config.json").write_text("{}")
-    reg2, spec = reg.with_local_folder(str(tmp_path))
+    reg2, spec = reg.with_local_folder(str(tmp_path), roots)
     assert spec.source == "local" and spec.path == tmp_path.resolve() and spec.id in reg2.ids
-    reg3, again = reg2.with_local_folder(tmp_path)
+    reg3, again = reg2.with_local_folder(tmp_path, roots)
     assert again == spec and len(reg3.specs) == len(reg2.specs)
+
+
+@pytest.mark.parametrize("make, typed, message", [
+    (lambda d: None, "/etc", "accepted only under"),  # outside the roots: refused before the file system is read
+    (lambda d: (d / "loop").symlink_to(d / "loop"), "{d}/loop", "cannot be read"),
+    (lambda d: (d / "out").symlink_to("/etc"), "{d}/out", "accepted only under"),  # a link out of the roots
+    (lambda d: None, "{d}/a\x00b", "not a folder path"),
+    (lambda d: None, "{d}/" + "x" * 5000, "not a folder path"),
+    (lambda d: None, "{d}/" + "x" * 300, "cannot be read"),  # a name longer than the file system allows
+    (lambda d: None, "relative/folder", "accepted only under"),
+    (lambda d: (d / "big").mkdir() or (d / "big" / "config.json").write_bytes(b" " * (2 << 20)), "{d}/big",
+     "larger than 1 MiB"),
+])
+def test_the_folder_box_refuses_with_a_message_and_never_raises_anything_else(tmp_path, make, typed, message):
+    make(tmp_path)
+    with pytest.raises(RegistryError, match=message) as refused:
+        load_registry(None).with_local_folder(typed.format(d=tmp_path), (tmp_path,))
+    if message == "accepted only under":
+        assert "/etc" not in str(refused.value).replace(str(tmp_path), "")  # the path outside is not echoed
