@@ -66,13 +66,23 @@ def _edit_box(text: str) -> str | None:
     return None
 
 
+HISTORY_PAGE = 50  # messages drawn at first, and added by each "Show earlier messages"
+
+
 def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> HistoryAction:
-    """Every message; under the last exchange, Edit / Regenerate / Copy when `actions` is on."""
-    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    """The latest messages (earlier ones on demand); under the last exchange, Edit / Regenerate / Copy."""
+    last_user = next((i for i in reversed(range(len(messages))) if messages[i]["role"] == "user"), None)
     last = len(messages) - 1
     edited = None
     regenerate = False
-    for i, message in enumerate(messages):
+    shown = st.session_state.get(state.HISTORY_SHOWN) or HISTORY_PAGE
+    first = max(0, len(messages) - shown)
+    if first and st.button(f"Show {min(first, HISTORY_PAGE)} earlier messages ({first:,} not shown)",
+                           key="show_earlier", icon=":material/expand_less:"):
+        st.session_state[state.HISTORY_SHOWN] = shown + HISTORY_PAGE
+        st.rerun()
+    for i in range(first, len(messages)):
+        message = messages[i]
         with st.chat_message(message["role"]):
             if i == last_user and actions and st.session_state.get(state.EDITING):
                 edited = _edit_box(message["content"])

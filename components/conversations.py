@@ -27,9 +27,9 @@ def _current_tools(current: Any, export_md: Callable[[str], str], export_json: C
         tuple[str | None, bool]:
     title = st.text_input("Title", value=current.title, key=f"title_{current.id}")
     left, right = st.columns(2)
-    left.download_button("Markdown", export_md(current.id), file_name=f"{current.id}.md", mime="text/markdown",
+    left.download_button("Markdown", lambda: export_md(current.id), file_name=f"{current.id}.md", mime="text/markdown",
                          key="export_md", icon=":material/download:", width="stretch")
-    right.download_button("JSON", json.dumps(export_json(current.id), ensure_ascii=False, indent=2),
+    right.download_button("JSON", lambda: json.dumps(export_json(current.id), ensure_ascii=False, indent=2),
                           file_name=f"{current.id}.json", mime="application/json", key="export_json",
                           icon=":material/download:", width="stretch")
     with st.popover("Delete", icon=":material/delete:", key="delete_popover"):

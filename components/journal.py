@@ -44,8 +44,9 @@ class Journal:
         return st.session_state.get(state.CONVERSATION_ID)
 
     def current(self) -> Any | None:
+        """The open conversation's list row (title, size), read on every run: no messages."""
         conv_id = self.current_id
-        return self.store.get(conv_id) if conv_id else None
+        return self.store.summary(conv_id) if conv_id else None
 
     def restore_from_url(self) -> None:
         """Once per session: reopen the conversation named in the URL."""
@@ -67,6 +68,7 @@ class Journal:
             for m in conv.messages
         ]
         st.session_state[state.CONVERSATION_ID] = conv.id
+        st.session_state[state.HISTORY_SHOWN] = None
         st.session_state[state.CONVERSATION_MODEL] = conv.model_id
         st.session_state[state.SYSTEM_PROMPT] = conv.system_prompt
         st.session_state[state.RESTORED_PARAMS] = dict(conv.params)
@@ -74,6 +76,7 @@ class Journal:
         return True
 
     def start_new(self) -> None:
+        st.session_state[state.HISTORY_SHOWN] = None
         st.session_state[state.MESSAGES] = []
         st.session_state[state.CONVERSATION_ID] = None
         st.session_state[state.CONVERSATION_MODEL] = None

@@ -17,6 +17,7 @@ RESTORED = "restored_from_url"  # the URL's conversation was reopened once for t
 RESTORED_PARAMS = "restored_params"  # generation parameters of a reopened conversation, for the sidebar
 PENDING_REPLY = "pending_reply"  # the last user message awaits an answer (after Regenerate or Edit)
 EDITING = "editing"  # the last user message is open for editing
+HISTORY_SHOWN = "history_shown"  # how many of the latest messages are drawn (long conversations)
 SYSTEM_PROMPT = "system_prompt"  # the system prompt box (a widget key the journal also sets on reopening)
 PARAMS_FOR_MODEL = "gen_defaults_for"  # the model whose defaults the generation widgets hold
 GATE_OK = "authenticated"  # the page password was given in this session

@@ -193,6 +193,15 @@ class ConversationStore:
                 "FROM conversations c ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ?", (limit,)).fetchall()
         return [ConversationSummary(*row) for row in rows]
 
+    def summary(self, conv_id: str) -> ConversationSummary | None:
+        """The list row of one conversation (cheap: no messages read), or None if there is no such id."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT c.id, c.title, c.model_id, c.updated_at, "
+                "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
+                "FROM conversations c WHERE c.id = ?", (conv_id,)).fetchone()
+        return ConversationSummary(*row) if row else None
+
     def get(self, conv_id: str) -> Conversation | None:
         """The conversation with its messages in order, or None if there is no such id."""
         with self._transaction(write=False) as conn:

@@ -174,3 +174,29 @@ def test_an_answer_is_saved_while_it_is_written(page, db_path, monkeypatch):
     with ConversationStore(db_path) as store:  # and the finished answer replaced it, in the same place
         final = store.get(summary.id).messages
     assert len(final) == 2 and final[-1].content == SCRIPT.answers["Tell me a story."] and not final[-1].partial
+
+
+def test_a_15k_message_conversation_reruns_fast_and_shows_the_earlier_messages_on_demand(page, db_path):
+    import sqlite3
+    import time
+
+    from conversations.store import ConversationStore
+
+    with ConversationStore(db_path) as store:
+        conv = store.create(model_id="fake")
+        store.add_message(conv, "user", "message 0")
+    with sqlite3.connect(db_path) as db:  # 15,000 messages, written in one go
+        db.executemany("INSERT INTO messages (conversation_id, position, role, content, stats, partial, created_at) "
+                       "VALUES (?, ?, ?, ?, NULL, 0, 0)",
+                       [(conv, i, "user" if i % 2 == 0 else "assistant", f"message {i}") for i in range(1, 15_000)])
+    opened = open_page({"c": conv})
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        opened.run()
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 0.5, timings
+    texts = [m.markdown[0].value for m in opened.chat_message]
+    assert len(texts) == 50 and texts[-1] == "message 14999"
+    opened.button(key="show_earlier").click().run()
+    assert [m.markdown[0].value for m in opened.chat_message][0] == "message 14900"
