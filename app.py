@@ -135,7 +135,8 @@ def main() -> None:
                                                      st.session_state[state.MESSAGES], turn.to_send)
     notices.render(registry, status, engine.start_load)
     ctx = turn.TurnContext(status=status, job=engine.job(), params=params, system=system, start_reply=engine.chat,
-                           budget=engine.context_budget, owner=get_script_run_ctx().session_id)
+                           budget=engine.context_budget, owner=get_script_run_ctx().session_id,
+                           client=gate.client_address())
     turn.run(ctx, journal, settings)
 
 

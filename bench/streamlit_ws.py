@@ -73,10 +73,12 @@ class Session:
         self.on_delta: Callable[[Page], None] | None = None
 
     @classmethod
-    async def open(cls, url: str, timeout_s: float = 120.0) -> Session:
+    async def open(cls, url: str, timeout_s: float = 120.0, source: str | None = None) -> Session:
+        """A new tab; `source` is the loopback address it connects from (127.0.0.2: another client, to the server)."""
         parts = urlsplit(url)
+        extra = {"local_addr": (source, 0)} if source else {}
         ws = await connect(f"ws://{parts.netloc}/_stcore/stream", subprotocols=["streamlit"], max_size=None,
-                           open_timeout=timeout_s)
+                           open_timeout=timeout_s, **extra)
         session = cls(ws)
         await session._rerun([])
         await session.wait_for(lambda page: page.chat_input() is not None and not page.chat_input().disabled,

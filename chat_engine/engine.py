@@ -163,12 +163,13 @@ class Engine:
 
     def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
              stop: threading.Event | None = None, owner: str | None = None,
-             on_wait: WaitCallback | None = None) -> Reply:
+             on_wait: WaitCallback | None = None, client: str | None = None) -> Reply:
         """Start answering `messages`; iterate the returned reply for the text.
 
         `owner` names who asks (a browser session): a new request of the same owner first cancels that owner's
         running reply and waits for it, so a page rerun never leaves one running behind it. `on_wait` is told the
-        reply's place in line while it waits for the model. Older turns that no longer fit the context are left
+        reply's place in line while it waits for the model; `client` (the browser's address) is whom the line is
+        fair between. Older turns that no longer fit the context are left
         out (`reply.budget.notice` says how many).
         """
         if owner is not None:
@@ -178,7 +179,8 @@ class Engine:
                 previous.join(timeout=30.0)
         with self._lock:
             backend = self._require_backend()
-            reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait)
+            reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait,
+                                        client=client)
             self._replies = {r for r in self._replies if not r.join(timeout=0)} | {reply}
             if owner is not None:
                 self._by_owner[owner] = reply

@@ -111,8 +111,10 @@ class Backend(Protocol):
         ...
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None) -> Reply:
-        """Start answering `messages`; the reply waits in the backend's line when the model is busy."""
+                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
+                    client: str | None = None) -> Reply:
+        """Start answering `messages`; the reply waits in the backend's line, fairly between `client`s, when the
+        model is busy (raises LineFullError when that client already has its share of the line)."""
         ...
 
     def close(self) -> None:

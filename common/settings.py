@@ -41,6 +41,7 @@ class Settings:
     gpu_dtype: str = "bfloat16"
     max_new_tokens: int = 512
     concurrency: int = 1  # generations running at once on the shared model; the others wait in line
+    max_waiting_per_client: int = 4  # places in line one client address may hold at once (0: no cap)
     max_message_chars: int = 32_000  # longer messages are refused with a message saying so
     max_context: int = 0  # tokens of prompt + answer; 0: the model's own window (a cap saves KV-cache memory)
     stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error

@@ -34,6 +34,7 @@ class TurnContext:
     start_reply: StartReply
     budget: Callable[[list[dict[str, str]], int], Any]  # engine.context_budget: raises when it does not fit
     owner: str  # this browser session
+    client: str | None = None  # the browser's address: the model's line is fair between addresses
 
 
 def to_send(messages: list[dict[str, Any]], system: str) -> list[dict[str, str]]:
@@ -191,7 +192,8 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
                          f"you are number {place} in line. Stop leaves it.")
 
         try:
-            reply = ctx.start_reply(to_send(messages, ctx.system), params, owner=ctx.owner, on_wait=waiting)
+            reply = ctx.start_reply(to_send(messages, ctx.system), params, owner=ctx.owner, on_wait=waiting,
+                                    client=ctx.client)
         except ContextOverflowError as exc:
             refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
             journal.truncate(len(messages))

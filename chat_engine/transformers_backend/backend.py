@@ -47,7 +47,7 @@ class TransformersBackend:
         self.loaded = loaded
         self.spec = loaded.spec
         self._settings = settings
-        self._slots = SlotQueue(max(1, settings.concurrency))
+        self._slots = SlotQueue(max(1, settings.concurrency), settings.max_waiting_per_client)
         window = context_length(loaded.model.config, loaded.tokenizer)
         self.context = min(window, settings.max_context) if settings.max_context > 0 else window
         # The budget enforces the context; counting a long history must not make the tokenizer log a warning.
@@ -73,8 +73,10 @@ class TransformersBackend:
         return render_prompt(self._require_loaded().tokenizer, messages)
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None) -> ChatStream:
+                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
+                    client: str | None = None) -> ChatStream:
         loaded = self._require_loaded()
+        self._slots.check_room(client)
         model, tokenizer = loaded.model, loaded.tokenizer
         budget = self.budget(messages, params.max_new_tokens)
         try:
@@ -85,7 +87,8 @@ class TransformersBackend:
         except Exception as exc:  # e.g. a CUDA error moving the prompt: advice, not a traceback
             raise translate_error(exc) from exc
         return ChatStream(model, tokenizer, inputs, config, budget=budget, params=params, stop=stop,
-                          on_wait=on_wait, stall_timeout_s=self._settings.stall_timeout_s, slots=self._slots)
+                          on_wait=on_wait, stall_timeout_s=self._settings.stall_timeout_s, slots=self._slots,
+                          client=client)
 
     def _require_loaded(self) -> LoadedModel:
         loaded = self.loaded

@@ -106,7 +106,7 @@ class ChatStream(WorkerControl, Iterator[str]):
     def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
                  *, budget: Budget, params: GenerationParams, stop: threading.Event | None = None,
                  on_wait: WaitCallback | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 slots: Any = None) -> None:
+                 slots: Any = None, client: str | None = None) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
         self.budget = budget  # the context budget the prompt was cut to
@@ -114,6 +114,7 @@ class ChatStream(WorkerControl, Iterator[str]):
         self.interruption: str | None = None  # why someone else stopped it (a model switch), for its reader
         self._on_wait = on_wait  # told the queue position while waiting for a slot
         self._slots = slots  # a SlotQueue shared by every generation on the model, or None
+        self._client = client  # whom the line is fair between
         self._stall_timeout_s = stall_timeout_s
         self._poll_s = poll_s
         self._streamer = _make_streamer(tokenizer, poll_s)
@@ -135,7 +136,7 @@ class ChatStream(WorkerControl, Iterator[str]):
     def _work(self, model: Any, kwargs: dict[str, Any]) -> None:
         import torch
 
-        if self._slots is not None and not self._slots.acquire(self, self.stop):
+        if self._slots is not None and not self._slots.acquire(self, self.stop, self._client):
             self._streamer.end()  # cancelled while waiting in the queue: nothing was generated
             return
         self._started = self._last_activity = time.perf_counter()  # time in the queue is not generation time

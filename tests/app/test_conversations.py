@@ -85,3 +85,30 @@ def test_with_a_password_nothing_renders_before_the_right_one(locked_app):
     at.text_input(key="password_input").input("s3cret")
     at.button[0].click().run()
     assert at.chat_input and at.sidebar.selectbox(key="model_choice")
+
+
+def test_password_guessing_from_one_address_gets_slower_and_is_logged(locked_app, monkeypatch, caplog):
+    from components import gate
+
+    now = [1000.0]
+    monkeypatch.setattr(gate, "THROTTLE", gate.GuessThrottle(free=3, base_s=2.0, clock=lambda: now[0]))
+    at = locked_app
+
+    def attempt(password: str) -> str:
+        at.text_input(key="password_input").input(password)
+        at.button[0].click().run()
+        return " ".join(e.value for e in at.error)
+
+    for _ in range(3):
+        assert "Wrong password" in attempt("guess")  # three tries are free
+    assert "try again in 2 s" in attempt("s3cret")  # then a wait, and even the right password is not compared
+    assert not at.chat_input
+    now[0] += 2.5
+    assert "Wrong password" in attempt("guess")  # the 4th wrong try: the next wait doubles
+    now[0] += 2.5
+    assert "try again in 2 s" in attempt("guess")  # 4 s after the 4th failure, 2.5 s have passed
+    now[0] += 2
+    attempt("s3cret")
+    assert at.chat_input  # in, and the address starts afresh
+    assert gate.THROTTLE.wait_s(None) == 0
+    assert "wrong page password" in caplog.text

@@ -18,6 +18,8 @@ EXPECTED = {
                            r"page: \d+ messages, \d+ kB per answer"],
     "bench_decode.py": [rf"decode {kernel:10s} on \S+ \w+: first token [\d.]+ ms, \d+ tokens/s"
                         for kernel in ("eager", "batched_mm", "grouped_mm")],
+    "flood.py": [r"victim latency: [\d.]+ s alone, [\d.]+ s under a flood of 8 sessions from one address",
+                 r"flood: \d+ answered, \d+ refused"],
     "bench_cpu_dtype.py": [r"float32 +\d+ tokens/s", r"bfloat16 +\d+ tokens/s"],
     "soak_conversation.py": [r"30 turns, context 128 tokens; at the end [1-9]\d* earlier turns were not sent",
                              r"turn 20: \d+ threads, \d+ MiB; turn 30: \d+ threads, \d+ MiB"],

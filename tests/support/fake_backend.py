@@ -53,14 +53,15 @@ class FakeReply(WorkerControl):
     """One scripted answer, produced by a worker thread behind the backend's queue, as a real reply is."""
 
     def __init__(self, chunks: list[str], script: FakeScript, budget: Budget, params: GenerationParams,
-                 slots: SlotQueue, stop: threading.Event | None, on_wait: WaitCallback | None) -> None:
+                 slots: SlotQueue, stop: threading.Event | None, on_wait: WaitCallback | None,
+                 client: str | None = None) -> None:
         self.budget, self.params = budget, params
         self.result: GenerationResult | None = None
         self.interruption: str | None = None
         self.stop = stop or threading.Event()
         self._chunks = chunks[: params.max_new_tokens]
         self._length = len(chunks) > params.max_new_tokens
-        self._script, self._slots, self._on_wait = script, slots, on_wait
+        self._script, self._slots, self._on_wait, self._client = script, slots, on_wait, client
         self._out: list[str] = []
         self._sent = 0
         self._error: str | None = None
@@ -71,7 +72,7 @@ class FakeReply(WorkerControl):
         self._thread.start()
 
     def _work(self) -> None:
-        if not self._slots.acquire(self, self.stop):
+        if not self._slots.acquire(self, self.stop, self._client):
             self._done.set()
             return
         try:
@@ -156,10 +157,12 @@ class FakeBackend:
         return fit_to_context(messages, count_words, CONTEXT, max_new_tokens)
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None) -> FakeReply:
+                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
+                    client: str | None = None) -> FakeReply:
+        self._slots.check_room(client)
         budget = self.budget(messages, params.max_new_tokens)
         chunks = words(self._script.answer_to(budget.messages))
-        return FakeReply(chunks, self._script, budget, params, self._slots, stop, on_wait)
+        return FakeReply(chunks, self._script, budget, params, self._slots, stop, on_wait, client)
 
     @property
     def waiting(self) -> int:
