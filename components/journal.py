@@ -15,22 +15,21 @@ from conversations.records import AnswerStats
 QUERY_KEY = "c"  # ?c=<conversation id>: a refresh or a bookmark reopens the conversation
 
 
-class AnswerSaver:
-    """One answer's row in the store: inserted at the first save, rewritten at each later one."""
+BEING_WRITTEN = AnswerStats(finish_reason="stopped", note="being written (or cut off if the server stopped)")
 
-    def __init__(self, store: Any, conv_id: str | None) -> None:
-        self.store, self.conv_id = store, conv_id
-        self.position: int | None = None
+
+class AnswerSaver:
+    """One answer's row in the store, taken when the answer starts (so no other tab's exchange can land between
+    the question and its answer), then rewritten as the answer is written and when it ends."""
+
+    def __init__(self, store: Any, conv_id: str | None, position: int | None) -> None:
+        self.store, self.conv_id, self.position = store, conv_id, position
 
     def save(self, text: str, stats: AnswerStats, partial: bool | None = None) -> None:
-        if self.conv_id is None:
+        if self.conv_id is None or self.position is None:
             return
         partial = stats.finish_reason in ("stopped", "error") if partial is None else partial
-        if self.position is None:
-            self.position = self.store.add_message(self.conv_id, "assistant", text, stats=stats.to_dict(),
-                                                   partial=partial)
-        else:
-            self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial)
+        self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial)
 
 
 class Journal:
@@ -63,12 +62,8 @@ class Journal:
         conv = self.store.get(conv_id)
         if conv is None:
             return False
-        st.session_state[state.MESSAGES] = [
-            {"role": m.role, "content": m.content, **({"stats": AnswerStats.from_dict(m.stats)} if m.stats else {})}
-            for m in conv.messages
-        ]
+        self._show(conv)
         st.session_state[state.CONVERSATION_ID] = conv.id
-        st.session_state[state.HISTORY_SHOWN] = None
         st.session_state[state.CONVERSATION_MODEL] = conv.model_id
         st.session_state[state.SYSTEM_PROMPT] = conv.system_prompt
         st.session_state[state.RESTORED_PARAMS] = dict(conv.params)
@@ -77,6 +72,7 @@ class Journal:
 
     def start_new(self) -> None:
         st.session_state[state.HISTORY_SHOWN] = None
+        st.session_state[state.REVISION] = 0
         st.session_state[state.MESSAGES] = []
         st.session_state[state.CONVERSATION_ID] = None
         st.session_state[state.CONVERSATION_MODEL] = None
@@ -84,26 +80,55 @@ class Journal:
         if QUERY_KEY in st.query_params:
             del st.query_params[QUERY_KEY]
 
+    def _add(self, conv_id: str, role: str, text: str, stats: AnswerStats | None = None) -> int:
+        """Add a message on top of the revision this tab shows (StaleConversationError if another tab changed it)."""
+        position = self.store.add_message(conv_id, role, text, stats=stats.to_dict() if stats else None,
+                                          partial=stats is not None,
+                                          expect_revision=st.session_state.get(state.REVISION, 0))
+        st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
+        return position
+
     def record_user(self, text: str, model_id: str | None, system_prompt: str, params: Mapping[str, Any]) -> None:
         conv_id = self.current_id
         if conv_id is None:
             conv_id = self.store.create(model_id=model_id, system_prompt=system_prompt, params=dict(params))
             st.session_state[state.CONVERSATION_ID] = conv_id
+            st.session_state[state.REVISION] = 0
             st.query_params[QUERY_KEY] = conv_id
         else:
             self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
         st.session_state[state.CONVERSATION_MODEL] = model_id
-        self.store.add_message(conv_id, "user", text)
+        self._add(conv_id, "user", text)
 
-    def answer_saver(self, conv_id: str | None) -> AnswerSaver:
-        """Where an answer is saved, in `conv_id` taken when it started (a closed tab's session state is gone by its
-        end): first as it is written, every few seconds, then finished."""
-        return AnswerSaver(self.store, conv_id)
+    def answer_saver(self) -> AnswerSaver:
+        """The answer's row, taken now in the open conversation: the saver keeps the id and position, since a
+        closed tab's session state is gone by the time its answer ends."""
+        conv_id = self.current_id
+        if conv_id is None:
+            return AnswerSaver(self.store, None, None)
+        return AnswerSaver(self.store, conv_id, self._add(conv_id, "assistant", "", BEING_WRITTEN))
 
     def truncate(self, keep: int) -> None:
-        """Forget stored messages from position `keep` on (Regenerate, Edit)."""
+        """Forget stored messages from position `keep` on (Regenerate, Edit), if no other tab changed them."""
         if self.current_id is not None:
-            self.store.truncate(self.current_id, keep)
+            self.store.truncate(self.current_id, keep, expect_revision=st.session_state.get(state.REVISION, 0))
+            st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
+
+    def reload(self) -> None:
+        """Show the open conversation's messages as they are in the store now (another tab changed them)."""
+        conv = self.store.get(self.current_id) if self.current_id is not None else None
+        if conv is None:
+            self.start_new()
+            return
+        self._show(conv)
+
+    def _show(self, conv: Any) -> None:
+        st.session_state[state.MESSAGES] = [
+            {"role": m.role, "content": m.content, **({"stats": AnswerStats.from_dict(m.stats)} if m.stats else {})}
+            for m in conv.messages
+        ]
+        st.session_state[state.REVISION] = conv.revision
+        st.session_state[state.HISTORY_SHOWN] = None
 
     def import_export(self, data: Any) -> str:
         """Store an uploaded JSON export as a new conversation and open it."""

@@ -19,6 +19,7 @@ from components import chat, state
 from components.journal import Journal
 from components.markdown import escape_dollars
 from conversations.records import AnswerStats
+from conversations.store import StaleConversationError
 
 StartReply = Callable[..., Reply]  # engine.chat(messages, params, owner=..., on_wait=...)
 
@@ -102,7 +103,7 @@ def _edit(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], ed
         return False
     if not _recorded(lambda: (journal.truncate(last_user),
                               journal.record_user(edited, ctx.status.model_id, ctx.system, ctx.params.as_dict())),
-                     edited):
+                     edited, journal):
         return False
     del messages[last_user:]
     messages.append({"role": "user", "content": edited})
@@ -110,11 +111,20 @@ def _edit(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], ed
     st.rerun()
 
 
-def _recorded(write: Callable[[], Any], text: str) -> bool:
-    """Run a write to the conversation store; if it fails (the conversation was deleted in another tab), give the
-    user's text back with the reason and say False."""
+def _recorded(write: Callable[[], Any], text: str, journal: Journal | None = None) -> bool:
+    """Run a write to the conversation store; if it fails, give the user's text back with the reason and say False.
+
+    When another tab changed the conversation since this one drew it, the view is reloaded first (and the text
+    given back on the redrawn page)."""
     try:
         write()
+    except StaleConversationError as exc:
+        if journal is not None:
+            journal.reload()
+            st.session_state[state.UNSENT] = (text, str(exc).rstrip("."))
+            st.rerun()
+        chat.show_unsent(text, str(exc).rstrip("."))
+        return False
     except MoEChatError as exc:
         chat.show_unsent(text, str(exc).rstrip("."))
         return False
@@ -124,6 +134,9 @@ def _recorded(write: Callable[[], Any], text: str) -> bool:
 def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     """Draw the conversation and the message box; carry out what the user did; stream and keep the answer."""
     messages: list[dict[str, Any]] = st.session_state[state.MESSAGES]
+    unsent = st.session_state.pop(state.UNSENT, None)
+    if unsent:
+        chat.show_unsent(*unsent)
     ready = ctx.status.state == "ready"
     can_send = ready and ctx.params is not None
     action = chat.render_history(messages, actions=can_send)
@@ -136,7 +149,7 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
         prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
-        if _recorded(lambda: journal.truncate(len(messages) - 1), messages[-1]["content"]):
+        if _recorded(lambda: journal.truncate(len(messages) - 1), messages[-1]["content"], journal):
             messages.pop()
             st.session_state[state.PENDING_REPLY] = True
             st.rerun()
@@ -147,7 +160,7 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     pending = st.session_state.pop(state.PENDING_REPLY, False)
     if prompt:
         if not _recorded(lambda: journal.record_user(prompt, ctx.status.model_id, ctx.system, ctx.params.as_dict()),
-                         prompt):
+                         prompt, journal):
             return
         messages.append({"role": "user", "content": prompt})
         with st.chat_message("user"):
@@ -159,19 +172,19 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
 
 def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], settings: Settings) -> None:
     """Stream the reply to the last user message into a new bubble, keeping whatever happens to it."""
-    conv_id = journal.current_id
     params = ctx.params
     assert params is not None  # run() answers only when the parameters are valid
 
     places: list[int] = []
-    saver = journal.answer_saver(conv_id)
+    saver = None  # the answer's row, taken once the reply has started
     saved_at = [time.monotonic()]
 
     def keep(text: str, reason: str, error: str | None = None) -> None:
         stats = answer_stats(reply, reason, params, error, max(places, default=None))
         messages.append({"role": "assistant", "content": text, "stats": stats})
         try:
-            saver.save(text, stats)
+            if saver is not None:
+                saver.save(text, stats)
         except MoEChatError as exc:  # the conversation was changed or deleted in another tab meanwhile
             chat.show_error(f"The answer is shown but was not saved: {exc}")
 
@@ -180,8 +193,9 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
         if time.monotonic() - saved_at[0] >= settings.save_interval_s:
             saved_at[0] = time.monotonic()
             stats = answer_stats(reply, "stopped", params, queue_place=max(places, default=None))
-            saver.save(text, replace(stats, note="cut off: the server stopped while it was being written"),
-                       partial=True)
+            if saver is not None:
+                saver.save(text, replace(stats, note="cut off: the server stopped while it was being written"),
+                           partial=True)
 
     with st.chat_message("assistant"):
         line = st.empty()
@@ -202,6 +216,12 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
             return
         except MoEChatError as exc:
             chat.show_error(str(exc))
+            return
+        try:
+            saver = journal.answer_saver()
+        except MoEChatError as exc:  # another tab changed or deleted the conversation meanwhile
+            reply.cancel()
+            chat.show_error(f"The answer was not started: {exc}")
             return
         if reply.budget.notice:
             st.caption(reply.budget.notice)

@@ -41,6 +41,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE messages ADD COLUMN partial INTEGER NOT NULL DEFAULT 0 CHECK (partial IN (0, 1))",
         "ALTER TABLE conversations ADD COLUMN title_edited INTEGER NOT NULL DEFAULT 0 CHECK (title_edited IN (0, 1))",
     )),
+    Migration(3, "a revision per conversation, so that a tab with a stale view cannot write over another's", (
+        "ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+    )),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1)), "migration versions must be 1, 2, 3..."

@@ -41,6 +41,7 @@ class Conversation:
     created_at: float
     updated_at: float
     messages: tuple[StoredMessage, ...]
+    revision: int = 0  # grows with every message added or removed: what a tab's view of it was built on
 
 
 @dataclass(frozen=True)

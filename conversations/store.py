@@ -21,12 +21,16 @@ from conversations.records import Conversation, ConversationSummary, StoredMessa
 DEFAULT_TITLE = "New chat"
 TITLE_LENGTH = 60
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process holding the file before giving up
-CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, updated_at"
+CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, updated_at, revision"
 MESSAGE_COLUMNS = "role, content, stats, partial, created_at"
 
 
 class StoreError(MoEChatError):
     """The conversation database cannot be opened, read or written, or a conversation or import is invalid."""
+
+
+class StaleConversationError(StoreError):
+    """A change was asked of a conversation that another tab has changed since this one read it."""
 
 
 def title_from(content: str) -> str:
@@ -210,18 +214,30 @@ class ConversationStore:
                 return None
             messages = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
                                     "ORDER BY position", (conv_id,)).fetchall()
-        conv_id, title, model_id, system_prompt, params, created_at, updated_at = row
+        conv_id, title, model_id, system_prompt, params, created_at, updated_at, revision = row
         return Conversation(conv_id, title, model_id, system_prompt, json.loads(params), created_at, updated_at,
-                            tuple(_message(m) for m in messages))
+                            tuple(_message(m) for m in messages), revision)
+
+    def _check_revision(self, conn: sqlite3.Connection, conv_id: str, expect: int | None) -> None:
+        if expect is None:
+            return
+        (revision,) = conn.execute("SELECT revision FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        if revision != expect:
+            raise StaleConversationError("This conversation was changed in another tab since this one showed it; "
+                                         "it is shown again as it is now.")
 
     def add_message(self, conv_id: str, role: str, content: str, stats: Mapping[str, Any] | None = None,
-                    partial: bool = False) -> int:
-        """Append a message and return its position; the first user message names a conversation never renamed."""
+                    partial: bool = False, expect_revision: int | None = None) -> int:
+        """Append a message and return its position; the first user message names a conversation never renamed.
+
+        With `expect_revision`, only if nobody changed the conversation's messages since that revision
+        (StaleConversationError otherwise); each add or truncate moves the revision on by one."""
         _check_message(role, content)
         stats_json = _to_json(stats, "stats")
         now = time.time()
         with self._transaction(write=True) as conn:
             title, title_edited = self._title_state(conn, conv_id)
+            self._check_revision(conn, conv_id, expect_revision)
             position, has_user = conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0), COALESCE(MAX(role = 'user'), 0) FROM messages "
                 "WHERE conversation_id = ?", (conv_id,)).fetchone()
@@ -230,7 +246,8 @@ class ConversationStore:
                          (conv_id, position, role, content, stats_json, int(bool(partial)), now))
             if role == "user" and not has_user and not title_edited:
                 title = title_from(content)
-            conn.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?", (title, now, conv_id))
+            conn.execute("UPDATE conversations SET title = ?, updated_at = ?, revision = revision + 1 WHERE id = ?",
+                         (title, now, conv_id))
         return position
 
     def update_message(self, conv_id: str, position: int, content: str, stats: Mapping[str, Any] | None = None,
@@ -248,12 +265,14 @@ class ConversationStore:
                 raise StoreError(f"Conversation {conv_id!r} has no message at position {position}: it was changed "
                                  "in another tab.")
 
-    def truncate(self, conv_id: str, keep: int) -> None:
-        """Delete the messages at positions `keep` and after (Regenerate, Edit)."""
+    def truncate(self, conv_id: str, keep: int, expect_revision: int | None = None) -> None:
+        """Delete the messages at positions `keep` and after (Regenerate, Edit); see add_message for the revision."""
         if keep < 0:
             raise StoreError(f"keep must be 0 or more; got {keep}.")
         with self._transaction(write=True) as conn:
             self._title_state(conn, conv_id)
+            self._check_revision(conn, conv_id, expect_revision)
+            conn.execute("UPDATE conversations SET revision = revision + 1 WHERE id = ?", (conv_id,))
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conv_id, keep))
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conv_id))
 

@@ -200,3 +200,51 @@ def test_a_15k_message_conversation_reruns_fast_and_shows_the_earlier_messages_o
     assert len(texts) == 50 and texts[-1] == "message 14999"
     opened.button(key="show_earlier").click().run()
     assert [m.markdown[0].value for m in opened.chat_message][0] == "message 14900"
+
+
+# Two tabs on one conversation (?c=<id>)
+
+def test_a_stale_tab_regenerating_is_told_and_deletes_nothing(page):
+    SCRIPT.answers.update({"Hello": "Hi.", "Second": "Two."})
+    send(page, "Hello")
+    conv = page.query_params["c"]
+    other = open_page({"c": conv})
+    send(other, "Second")  # the other tab moves on
+    page.button(key="regenerate").click().run()  # this tab still shows only the first exchange
+    assert "changed in another tab" in warnings(page)
+    assert shown(page) == [("user", "Hello"), ("assistant", "Hi."), ("user", "Second"), ("assistant", "Two.")]
+    assert stored(page) == shown(page)  # nothing of the other tab's was deleted
+
+
+def test_two_tabs_sending_on_one_revision_never_interleave(page):
+    SCRIPT.answers.update({"Hello": "Hi.", "from A": "A's answer.", "from B": "B's answer."})
+    send(page, "Hello")
+    conv = page.query_params["c"]
+    tab_b = open_page({"c": conv})
+    send(page, "from A")
+    send(tab_b, "from B")  # drawn before A's exchange: refused, redrawn, and its text given back
+    assert "changed in another tab" in warnings(tab_b)
+    assert [c.value for c in tab_b.code if c.value == "from B"]
+    expected = [("user", "Hello"), ("assistant", "Hi."), ("user", "from A"), ("assistant", "A's answer.")]
+    assert stored(page) == expected and shown(tab_b) == expected
+    send(tab_b, "from B")  # now on the current revision
+    assert stored(page) == expected + [("user", "from B"), ("assistant", "B's answer.")]
+
+
+def test_an_answer_being_written_keeps_its_place_when_another_tab_sends(page, db_path):
+    from conversations.store import ConversationStore
+
+    SCRIPT.answers.update({"Hello": "Hi.", "from A": "A's answer, in several words."})
+    send(page, "Hello")
+    conv = page.query_params["c"]
+
+    def other_tab_sends(index: int) -> None:  # while A's answer is being written, a fresh tab sends
+        if index == 1:
+            with ConversationStore(db_path) as store:
+                now = store.get(conv)
+                store.add_message(conv, "user", "from B", expect_revision=now.revision)
+
+    SCRIPT.on_chunk = other_tab_sends
+    send(page, "from A")
+    assert stored(page)[2:] == [("user", "from A"), ("assistant", "A's answer, in several words."),
+                                ("user", "from B")]  # B's question after A's whole exchange, not inside it

@@ -295,7 +295,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path):
         assert shape(store.get("old-chat_1"))[-1] == ("assistant", "a new answer", {"tokens": 3}, True)
         assert store.get("old-chat_1").title == "From last year"
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 3
     raw.close()
     ConversationStore(db).close()  # opening an up-to-date database again changes nothing
 
@@ -309,7 +309,7 @@ def test_a_failed_migration_changes_nothing(tmp_path: Path):
         raw.execute("ALTER TABLE conversations ADD COLUMN title_edited TEXT")
         raw.execute("PRAGMA user_version = 1")
     raw.close()
-    with pytest.raises(StoreError, match="from schema version 1 to 2.*Nothing was changed"):
+    with pytest.raises(StoreError, match=f"from schema version 1 to {LATEST_VERSION}.*Nothing was changed"):
         ConversationStore(db)
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -33,6 +33,7 @@ class FakeScript:
     fail_after: int | None = None  # raise a GenerationError after this many words
     failure: str = "The fake model broke on purpose. The conversation is kept; try again."
     gate: threading.Event | None = None  # when given, each reply holds its slot until the gate is set
+    on_chunk: Callable[[int], None] | None = None  # called by the worker after each word, with its index
     slots: int = 1
 
     def answer_to(self, messages: Sequence[Message]) -> str:
@@ -88,6 +89,8 @@ class FakeReply(WorkerControl):
                 time.sleep(self._script.chunk_delay_s)
                 self._first = self._first or time.perf_counter()
                 self._out.append(chunk)
+                if self._script.on_chunk is not None:
+                    self._script.on_chunk(i)
         finally:
             self._slots.release()
             self._done.set()
