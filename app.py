@@ -29,9 +29,6 @@ from model_loader.placement import offload_folder, plan_placement
 from model_loader.registry import Registry, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
 
-st.set_page_config(page_title="MoE Chat", page_icon="💬", layout="wide")
-
-
 @st.cache_resource
 def get_settings() -> Settings:
     return Settings.from_env()
@@ -107,8 +104,9 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
 
 
 def main() -> None:
+    st.set_page_config(page_title="MoE Chat", page_icon="💬", layout="wide")
     settings = get_settings()
-    if not gate.render(settings.password or gate.secrets_password()):
+    if not gate.render(settings.password or gate.secrets_password(), get_script_run_ctx().session_id):
         st.stop()  # nothing else is drawn, and no model is touched, before the right password
     engine, devices = get_engine(), get_devices()
     registry = current_registry(settings)
@@ -140,4 +138,11 @@ def main() -> None:
     turn.run(ctx, journal, settings)
 
 
-main()
+if __name__ == "__main__":  # a run of the page script
+    main()
+else:  # `streamlit run app.py` found this module's `app`: the server, whose page is this same file
+    from starlette.middleware import Middleware
+
+    from web.guard import UploadGuard
+
+    app = st.App(__file__, middleware=[Middleware(UploadGuard)])

@@ -71,6 +71,7 @@ class Session:
         self._finished = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
         self.on_delta: Callable[[Page], None] | None = None
+        self.session_id: str | None = None  # the server's id for this tab, as it told the browser
 
     @classmethod
     async def open(cls, url: str, timeout_s: float = 120.0, source: str | None = None) -> Session:
@@ -96,6 +97,7 @@ class Session:
             kind = msg.WhichOneof("type")
             if kind == "new_session":  # a script run starts: it draws the page anew
                 self.page = Page()
+                self.session_id = msg.new_session.initialize.session_id or self.session_id
             elif kind == "delta":
                 path = tuple(msg.metadata.delta_path)
                 delta = msg.delta.WhichOneof("type")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 
 import streamlit as st
 
+from common import sessions
 from components import state
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,10 @@ def secrets_password() -> str | None:
     return str(value) if value else None
 
 
-def render(expected: str | None) -> bool:
-    """True when the page may be drawn; otherwise draws only the password form."""
+def render(expected: str | None, session_id: str) -> bool:
+    """True when the page may be drawn; otherwise draws only the password form. A session that passes may upload."""
     if not expected or st.session_state.get(state.GATE_OK):
+        sessions.allow(session_id)
         return True
     st.title("MoE Chat")
     with st.form("password_form"):

@@ -39,3 +39,59 @@ def test_clearing_the_caches_neither_unloads_the_model_nor_stops_an_answer(rando
     stats = " ".join(reply.page_texts)
     assert "600 tokens" in stats and "hit max new tokens" in stats, stats  # answered whole, not stopped
     assert "unloaded" not in stats and later.role == "assistant" and later.text
+
+
+@pytest.fixture(scope="module")
+def locked_server(tmp_path_factory):
+    from tests.support.server import running_server
+
+    home = tmp_path_factory.mktemp("locked-server")
+    pids: list[int] = []
+    env = {"MOE_CHAT_PASSWORD": "s3cret", "MOE_CHAT_DB": str(home / "conversations.db"), "MOE_CHAT_DEVICE": "cpu"}
+    with running_server(home / "server.log", env, pids) as url:
+        yield url, pids[0]
+
+
+def test_nothing_can_be_uploaded_before_the_password(locked_server):
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
+    url, pid = locked_server
+
+    async def stranger_session_id() -> tuple[Session, str]:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(url.replace("http", "ws") + "/_stcore/stream", subprotocols=["streamlit"])
+        session = Session(ws)
+        await session._rerun([])
+        await until(lambda: session.session_id)
+        return session, session.session_id
+
+    async def scenario() -> list[int]:
+        session, session_id = await stranger_session_id()
+        statuses = []
+        try:
+            before = psutil.Process(pid).memory_info().rss
+            for i, size in enumerate((1024, 20 << 20, 20 << 20, 20 << 20, 20 << 20)):  # 4 x 20 MiB after a small one
+                request = urllib.request.Request(  # with an XSRF header/cookie pair the stranger made up
+                    f"{url}/_stcore/upload_file/{session_id}/file{i}", data=b"x" * size, method="PUT",
+                    headers={"X-Xsrftoken": "made-up", "Cookie": "_streamlit_xsrf=made-up",
+                             "Content-Type": "application/octet-stream"})
+                try:
+                    urllib.request.urlopen(request, timeout=30)
+                    statuses.append(200)
+                except urllib.error.HTTPError as refused:
+                    statuses.append(refused.code)
+                    assert b"Give the page password before uploading files" in refused.read()
+                except urllib.error.URLError:  # refused before the body was read: the rest of it is never taken
+                    statuses.append(403)
+            grown = psutil.Process(pid).memory_info().rss - before
+            return statuses, grown
+        finally:
+            await session.close()
+
+    statuses, grown = run(scenario())
+    assert statuses == [403] * 5
+    assert grown < 16 << 20, f"the server grew by {grown / 2**20:.0f} MiB"

@@ -22,8 +22,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(log_path: Path, env: dict[str, str]) -> Iterator[str]:
-    """The server's URL while it runs, its output in `log_path`; stopped on exit."""
+def running_server(log_path: Path, env: dict[str, str], pids: list[int] | None = None) -> Iterator[str]:
+    """The server's URL while it runs, its output in `log_path`, its pid appended to `pids`; stopped on exit."""
     port = free_port()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -32,6 +32,8 @@ def running_server(log_path: Path, env: dict[str, str]) -> Iterator[str]:
             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1", **env), stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
