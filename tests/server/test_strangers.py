@@ -95,3 +95,27 @@ def test_nothing_can_be_uploaded_before_the_password(locked_server):
     statuses, grown = run(scenario())
     assert statuses == [403] * 5
     assert grown < 16 << 20, f"the server grew by {grown / 2**20:.0f} MiB"
+
+
+def test_a_flood_from_one_address_waits_behind_another_address(random_server):
+    from flood import VICTIM
+
+    async def scenario():
+        hostile = [await Session.open(random_server) for _ in range(6)]  # from 127.0.0.1
+        try:
+            asks = [asyncio.create_task(s.ask("Tell me a story.", timeout_s=150)) for s in hostile]
+            await asyncio.sleep(1.0)  # they are all in line, or refused once the address holds its share
+            victim = await Session.open(random_server, source=VICTIM)
+            try:
+                reply = await victim.ask("Hello", timeout_s=150)
+            finally:
+                await victim.close()
+            await asyncio.gather(*asks, return_exceptions=True)
+            return reply
+        finally:
+            for s in hostile:
+                await s.close()
+
+    reply = run(scenario(), timeout_s=300)
+    assert reply.role == "assistant" and reply.text
+    assert reply.max_place <= 1  # served right after the answer running now, not behind the flood
