@@ -29,6 +29,7 @@ from model_loader.placement import offload_folder, plan_placement
 from model_loader.registry import Registry, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
 
+
 @st.cache_resource
 def get_settings() -> Settings:
     return Settings.from_env()
