@@ -3,7 +3,7 @@
     python bench/flood.py [--hostile 50] [--quick]
 
 Starts `streamlit run app.py` on a loopback port with the demo model (as the load test does). The victim, connecting
-from 127.0.0.2, asks "Hello" alone first (baseline), then again while --hostile sessions from 127.0.0.1 each ask for a
+from 127.0.0.2, asks "Hello" alone first (baseline), then again while --hostile sessions from 127.0.0.3 each ask for a
 story at the same moment. Prints both latencies and their ratio, and what the hostile sessions got. The line in front
 of the model is fair between addresses and caps what one address may hold, so the ratio stays small. Loopback only;
 bounded in count and time. --quick: 8 hostile sessions.
@@ -22,7 +22,7 @@ from streamlit_ws import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-VICTIM, HOSTILE = "127.0.0.2", "127.0.0.1"
+VICTIM, HOSTILE = "127.0.0.2", "127.0.0.3"  # not 127.0.0.1: Streamlit gives localhost no address
 
 
 async def victim_latency(url: str, timeout_s: float) -> float:

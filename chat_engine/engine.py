@@ -180,7 +180,7 @@ class Engine:
         with self._lock:
             backend = self._require_backend()
             reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait,
-                                        client=client)
+                                        client=client or owner)  # no address known: each session its own share
             self._replies = {r for r in self._replies if not r.join(timeout=0)} | {reply}
             if owner is not None:
                 self._by_owner[owner] = reply

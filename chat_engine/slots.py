@@ -32,13 +32,15 @@ class SlotQueue:
         self._served: dict[Hashable, int] = {}  # client -> when it was last given a slot
         self._clock = itertools.count()
 
-    def check_room(self, client: Hashable) -> None:
-        """Raise LineFullError when `client` may not add another waiting request."""
+    def enter(self, ticket: object, client: Hashable = None) -> None:
+        """Join the line now, before a worker waits in it (`acquire`); LineFullError when `client` has its share."""
         with self._cond:
             waiting = sum(1 for _, c in self._waiting if c == client)
-        if self.per_client and waiting >= self.per_client:
-            raise LineFullError(f"You already have {waiting} requests waiting for the model, the most one address "
-                                "may have: wait for them to be answered, or stop one.")
+            if self.per_client and waiting >= self.per_client:
+                raise LineFullError(f"You already have {waiting} requests waiting for the model, the most one "
+                                    "address may have: wait for them to be answered, or stop one.")
+            self._waiting.append((ticket, client))
+            self._cond.notify_all()
 
     def _order(self) -> list[object]:
         """The waiting tickets in the order they would be served if nothing else arrived (round robin)."""
@@ -52,9 +54,11 @@ class SlotQueue:
         return order
 
     def acquire(self, ticket: object, stop: threading.Event, client: Hashable = None) -> bool:
-        """Block until `ticket` may run (True) or `stop` is set while it waits (False)."""
+        """Block until `ticket` may run (True) or `stop` is set while it waits (False); joins the line first unless
+        `enter` did."""
         with self._cond:
-            self._waiting.append((ticket, client))
+            if not any(t is ticket for t, _ in self._waiting):
+                self._waiting.append((ticket, client))
             try:
                 while not (self._running < self.slots and self._order()[0] is ticket):
                     if stop.is_set():

@@ -132,16 +132,18 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
     stop.button("Stop", key="stop_answer", icon=":material/stop_circle:",
                 help="Stop this answer, or leave the queue. What was written so far is kept.")
     parts: list[str] = []
+    error = None
     try:
-        for piece in coalesce(chunks, interval_s):
-            parts.append(piece)
-            placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
-            if on_progress is not None:
-                on_progress("".join(parts))
-    except MoEChatError as exc:
-        placeholder.markdown(escape_dollars("".join(parts)))
+        try:
+            for piece in coalesce(chunks, interval_s):
+                parts.append(piece)
+                placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
+                if on_progress is not None:
+                    on_progress("".join(parts))
+        except MoEChatError as exc:
+            error = str(exc)
+        placeholder.markdown(escape_dollars("".join(parts)))  # drawing can be interrupted too: still inside
         stop.empty()
-        return Reply("".join(parts), str(exc))
     except BaseException:  # Streamlit stops or reruns the script by raising inside it
         if on_interrupt is not None:
             on_interrupt("".join(parts))
@@ -150,10 +152,7 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
         cancel = getattr(chunks, "cancel", None)
         if cancel is not None:
             cancel()  # an interrupted page must not leave the generation running
-    text = "".join(parts)
-    placeholder.markdown(escape_dollars(text))
-    stop.empty()
-    return Reply(text)
+    return Reply("".join(parts), error)
 
 
 def show_error(message: str) -> None:

@@ -25,14 +25,27 @@ class GuessThrottle:
         self._failures: dict[Hashable, tuple[int, float]] = {}  # address -> (wrong tries, when the last was)
         self._lock = threading.Lock()
 
+    def _wait_locked(self, address: Hashable) -> float:
+        count, last = self._failures.get(address, (0, 0.0))
+        if count < self.free:
+            return 0.0
+        delay = min(self.max_s, self.base_s * 2 ** min(count - self.free, 30))
+        return max(0.0, last + delay - self.clock())
+
     def wait_s(self, address: Hashable) -> float:
         """Seconds before `address` may try again (0: now)."""
         with self._lock:
-            count, last = self._failures.get(address, (0, 0.0))
-        if count < self.free:
-            return 0.0
-        delay = min(self.max_s, self.base_s * 2 ** (count - self.free))
-        return max(0.0, last + delay - self.clock())
+            return self._wait_locked(address)
+
+    def begin(self, address: Hashable) -> float:
+        """Claim a try for `address`: 0 when it may compare a password now (the window is taken, so sessions
+        trying at once from one address get one try between them), else the seconds to wait."""
+        with self._lock:
+            wait = self._wait_locked(address)
+            if wait == 0 and address in self._failures:
+                count, _ = self._failures[address]
+                self._failures[address] = (count, self.clock())
+            return wait
 
     def failed(self, address: Hashable) -> int:
         with self._lock:
@@ -75,7 +88,7 @@ def render(expected: str | None, session_id: str) -> bool:
         submitted = st.form_submit_button("Enter")
     if submitted:
         address = client_address()
-        wait = THROTTLE.wait_s(address)
+        wait = THROTTLE.begin(address)
         if wait > 0:  # not even compared: guessing gets slower with every wrong try
             st.error(f"Too many wrong passwords from your address: try again in {wait:.0f} s.", icon=":material/lock:")
             return False

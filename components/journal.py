@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,17 +20,19 @@ BEING_WRITTEN = AnswerStats(finish_reason="stopped", note="being written (or cut
 
 
 class AnswerSaver:
-    """One answer's row in the store, taken when the answer starts (so no other tab's exchange can land between
-    the question and its answer), then rewritten as the answer is written and when it ends."""
+    """One answer's row in the store, taken before the answer starts (so no other tab's exchange can land between
+    the question and its answer), then rewritten as the answer is written and when it ends. The row is known by its
+    position and creation time, so a row another tab put in its place is never written over."""
 
-    def __init__(self, store: Any, conv_id: str | None, position: int | None) -> None:
-        self.store, self.conv_id, self.position = store, conv_id, position
+    def __init__(self, store: Any, conv_id: str | None, position: int | None, created_at: float | None) -> None:
+        self.store, self.conv_id, self.position, self.created_at = store, conv_id, position, created_at
 
     def save(self, text: str, stats: AnswerStats, partial: bool | None = None) -> None:
         if self.conv_id is None or self.position is None:
             return
         partial = stats.finish_reason in ("stopped", "error") if partial is None else partial
-        self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial)
+        self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial,
+                                  created_at=self.created_at)
 
 
 class Journal:
@@ -80,10 +83,11 @@ class Journal:
         if QUERY_KEY in st.query_params:
             del st.query_params[QUERY_KEY]
 
-    def _add(self, conv_id: str, role: str, text: str, stats: AnswerStats | None = None) -> int:
+    def _add(self, conv_id: str, role: str, text: str, stats: AnswerStats | None = None,
+             created_at: float | None = None) -> int:
         """Add a message on top of the revision this tab shows (StaleConversationError if another tab changed it)."""
         position = self.store.add_message(conv_id, role, text, stats=stats.to_dict() if stats else None,
-                                          partial=stats is not None,
+                                          partial=stats is not None, created_at=created_at,
                                           expect_revision=st.session_state.get(state.REVISION, 0))
         st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
         return position
@@ -95,18 +99,33 @@ class Journal:
             st.session_state[state.CONVERSATION_ID] = conv_id
             st.session_state[state.REVISION] = 0
             st.query_params[QUERY_KEY] = conv_id
+            self._add(conv_id, "user", text)
         else:
+            self._add(conv_id, "user", text)  # refused when stale: then the settings are left as they are too
             self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
         st.session_state[state.CONVERSATION_MODEL] = model_id
-        self._add(conv_id, "user", text)
+
+    def replace_question(self, keep: int, text: str, model_id: str | None, system_prompt: str,
+                         params: Mapping[str, Any]) -> None:
+        """Edit: the messages from `keep` on become the one question `text`, in one step (or nothing changes)."""
+        conv_id = self.current_id
+        if conv_id is None:
+            self.record_user(text, model_id, system_prompt, params)
+            return
+        self.store.replace_from(conv_id, keep, text, expect_revision=st.session_state.get(state.REVISION, 0))
+        st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
+        self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
+        st.session_state[state.CONVERSATION_MODEL] = model_id
 
     def answer_saver(self) -> AnswerSaver:
         """The answer's row, taken now in the open conversation: the saver keeps the id and position, since a
         closed tab's session state is gone by the time its answer ends."""
         conv_id = self.current_id
         if conv_id is None:
-            return AnswerSaver(self.store, None, None)
-        return AnswerSaver(self.store, conv_id, self._add(conv_id, "assistant", "", BEING_WRITTEN))
+            return AnswerSaver(self.store, None, None, None)
+        created_at = time.time()
+        position = self._add(conv_id, "assistant", "", BEING_WRITTEN, created_at=created_at)
+        return AnswerSaver(self.store, conv_id, position, created_at)
 
     def truncate(self, keep: int) -> None:
         """Forget stored messages from position `keep` on (Regenerate, Edit), if no other tab changed them."""

@@ -20,7 +20,7 @@ def escape_dollars(text: str) -> str:
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # What Streamlit's Markdown gives a meaning to inside a line, directives (`:red[...]`, `:material/x:`) included,
 # and what starts a heading, quote or list at the start of one.
-_MARKUP = re.compile(r"([\\`*_\[\]:<>~$|])")
+_MARKUP = re.compile(r"([\\`*_\[\]:<>~$|&])")
 _LEADING = re.compile(r"^(\s*)(?:([#+\->])|(\d+)\.)")
 
 

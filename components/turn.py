@@ -101,9 +101,8 @@ def _edit(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], ed
     except MoEChatError as exc:
         chat.show_unsent(edited, str(exc).rstrip("."))
         return False
-    if not _recorded(lambda: (journal.truncate(last_user),
-                              journal.record_user(edited, ctx.status.model_id, ctx.system, ctx.params.as_dict())),
-                     edited, journal):
+    if not _recorded(lambda: journal.replace_question(last_user, edited, ctx.status.model_id, ctx.system,
+                                                      ctx.params.as_dict()), edited, journal):
         return False
     del messages[last_user:]
     messages.append({"role": "user", "content": edited})
@@ -120,9 +119,8 @@ def _recorded(write: Callable[[], Any], text: str, journal: Journal | None = Non
         write()
     except StaleConversationError as exc:
         if journal is not None:
-            journal.reload()
-            st.session_state[state.UNSENT] = (text, str(exc).rstrip("."))
-            st.rerun()
+            st.session_state[state.UNSENT] = (text, str(exc).rstrip(".")) if text else None
+            _reload_with_notice(journal, "" if text else str(exc))
         chat.show_unsent(text, str(exc).rstrip("."))
         return False
     except MoEChatError as exc:
@@ -149,7 +147,7 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
         prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
-        if _recorded(lambda: journal.truncate(len(messages) - 1), messages[-1]["content"], journal):
+        if _recorded(lambda: journal.truncate(len(messages) - 1), "", journal):  # nothing of the user's to give back
             messages.pop()
             st.session_state[state.PENDING_REPLY] = True
             st.rerun()
@@ -174,28 +172,46 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
     """Stream the reply to the last user message into a new bubble, keeping whatever happens to it."""
     params = ctx.params
     assert params is not None  # run() answers only when the parameters are valid
-
+    try:
+        saver = journal.answer_saver()  # the answer's row, taken before it starts: no other exchange lands between
+    except StaleConversationError as exc:
+        _reload_with_notice(journal, str(exc))
+    except MoEChatError as exc:  # deleted in another tab
+        chat.show_error(str(exc))
+        return
     places: list[int] = []
-    saver = None  # the answer's row, taken once the reply has started
     saved_at = [time.monotonic()]
+    reply: Reply | None = None
+    kept = False
 
     def keep(text: str, reason: str, error: str | None = None) -> None:
+        nonlocal kept
+        if kept:
+            return
+        kept = True
         stats = answer_stats(reply, reason, params, error, max(places, default=None))
         messages.append({"role": "assistant", "content": text, "stats": stats})
         try:
-            if saver is not None:
-                saver.save(text, stats)
+            saver.save(text, stats)
         except MoEChatError as exc:  # the conversation was changed or deleted in another tab meanwhile
-            chat.show_error(f"The answer is shown but was not saved: {exc}")
+            st.session_state[state.NOTICE] = f"The answer was shown but not saved: {exc}"
 
     def checkpoint(text: str) -> None:
         """Save the answer as it is written, every few seconds: a crash loses at most those seconds."""
         if time.monotonic() - saved_at[0] >= settings.save_interval_s:
             saved_at[0] = time.monotonic()
             stats = answer_stats(reply, "stopped", params, queue_place=max(places, default=None))
-            if saver is not None:
+            try:
                 saver.save(text, replace(stats, note="cut off: the server stopped while it was being written"),
                            partial=True)
+            except MoEChatError:
+                pass  # the final save says what went wrong; the answer goes on
+
+    def forget_row() -> None:
+        try:
+            journal.truncate(len(messages))  # the row taken for an answer that never started
+        except MoEChatError:
+            pass
 
     with st.chat_message("assistant"):
         line = st.empty()
@@ -210,24 +226,37 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
                                     client=ctx.client)
         except ContextOverflowError as exc:
             refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
-            journal.truncate(len(messages))
+            try:
+                journal.truncate(len(messages))  # the question and the answer's row
+            except MoEChatError:
+                pass
             chat.show_error(str(exc))
             st.code(refused["content"], language=None, wrap_lines=True)
             return
         except MoEChatError as exc:
+            forget_row()
             chat.show_error(str(exc))
             return
-        try:
-            saver = journal.answer_saver()
-        except MoEChatError as exc:  # another tab changed or deleted the conversation meanwhile
+        try:  # from here on, whatever interrupts the page (Stop, a click, a closed tab) keeps what was written
+            if reply.budget.notice:
+                st.caption(reply.budget.notice)
+            shown = chat.stream_reply(reply, settings.stream_interval_s,
+                                      on_interrupt=lambda text: keep(text, "stopped"), on_progress=checkpoint)
+            keep(shown.text, reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped"),
+                 shown.error)
+            line.empty()
+        except BaseException:
             reply.cancel()
-            chat.show_error(f"The answer was not started: {exc}")
-            return
-        if reply.budget.notice:
-            st.caption(reply.budget.notice)
-        shown = chat.stream_reply(reply, settings.stream_interval_s, on_interrupt=lambda text: keep(text, "stopped"),
-                                  on_progress=checkpoint)
-        line.empty()
-        keep(shown.text, reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped"),
-             shown.error)
+            keep("", "stopped")  # only if nothing was kept yet (interrupted before the first text)
+            raise
     st.rerun()  # draws the finished answer with its stats, error and actions
+
+
+def _reload_with_notice(journal: Journal, why: str) -> None:
+    """Another tab changed the conversation: show it as it is now, and say so."""
+    try:
+        journal.reload()
+    except MoEChatError as exc:
+        why = str(exc)
+    st.session_state[state.NOTICE] = why
+    st.rerun()

@@ -227,14 +227,14 @@ class ConversationStore:
                                          "it is shown again as it is now.")
 
     def add_message(self, conv_id: str, role: str, content: str, stats: Mapping[str, Any] | None = None,
-                    partial: bool = False, expect_revision: int | None = None) -> int:
+                    partial: bool = False, expect_revision: int | None = None, created_at: float | None = None) -> int:
         """Append a message and return its position; the first user message names a conversation never renamed.
 
         With `expect_revision`, only if nobody changed the conversation's messages since that revision
         (StaleConversationError otherwise); each add or truncate moves the revision on by one."""
         _check_message(role, content)
         stats_json = _to_json(stats, "stats")
-        now = time.time()
+        now = time.time() if created_at is None else created_at
         with self._transaction(write=True) as conn:
             title, title_edited = self._title_state(conn, conv_id)
             self._check_revision(conn, conv_id, expect_revision)
@@ -251,16 +251,18 @@ class ConversationStore:
         return position
 
     def update_message(self, conv_id: str, position: int, content: str, stats: Mapping[str, Any] | None = None,
-                       partial: bool = False) -> None:
-        """Rewrite the message at `position` (an answer saved while it was still being written)."""
+                       partial: bool = False, created_at: float | None = None) -> None:
+        """Rewrite the message at `position` (an answer saved while it was still being written); with `created_at`,
+        only the very row that was added then (not one that took its place after another tab cut the end off)."""
         if not isinstance(content, str):
             raise StoreError(f"Message content must be text; got {type(content).__name__}.")
         stats_json = _to_json(stats, "stats")
         with self._transaction(write=True) as conn:
             self._title_state(conn, conv_id)
             changed = conn.execute("UPDATE messages SET content = ?, stats = ?, partial = ? "
-                                   "WHERE conversation_id = ? AND position = ?",
-                                   (content, stats_json, int(bool(partial)), conv_id, position)).rowcount
+                                   "WHERE conversation_id = ? AND position = ? AND (? IS NULL OR created_at = ?)",
+                                   (content, stats_json, int(bool(partial)), conv_id, position, created_at,
+                                    created_at)).rowcount
             if not changed:
                 raise StoreError(f"Conversation {conv_id!r} has no message at position {position}: it was changed "
                                  "in another tab.")
@@ -275,6 +277,22 @@ class ConversationStore:
             conn.execute("UPDATE conversations SET revision = revision + 1 WHERE id = ?", (conv_id,))
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conv_id, keep))
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conv_id))
+
+    def replace_from(self, conv_id: str, keep: int, content: str, expect_revision: int | None = None) -> int:
+        """In one step: delete the messages from position `keep` on and add a user message there (Edit); nothing
+        changes if another tab changed the conversation since `expect_revision`. Returns its position."""
+        _check_message("user", content)
+        with self._transaction(write=True) as conn:
+            self._title_state(conn, conv_id)
+            self._check_revision(conn, conv_id, expect_revision)
+            conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conv_id, keep))
+            (position,) = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM messages WHERE conversation_id = ?",
+                                       (conv_id,)).fetchone()
+            conn.execute(f"INSERT INTO messages (conversation_id, position, {MESSAGE_COLUMNS}) "
+                         "VALUES (?, ?, 'user', ?, NULL, 0, ?)", (conv_id, position, content, time.time()))
+            conn.execute("UPDATE conversations SET updated_at = ?, revision = revision + 1 WHERE id = ?",
+                         (time.time(), conv_id))
+        return position
 
     def update_settings(self, conv_id: str, model_id: str | None, system_prompt: str,
                         params: Mapping[str, Any]) -> None:

@@ -100,6 +100,7 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
 
 def _checked_folder(text: str, roots: tuple[Path, ...]) -> Path:
     """The resolved folder `text` names, if it is a readable checkpoint folder under `roots`."""
+    roots = tuple(Path(os.path.abspath(os.path.normpath(Path(r).expanduser()))) for r in roots)
     allowed = ", ".join(str(r) for r in roots) or "nowhere"
     outside = RegistryError(f"Model folders are accepted only under {allowed}. Copy or link the model there, or "
                             "list more folders in MOE_CHAT_MODEL_ROOTS.")

@@ -76,7 +76,6 @@ class TransformersBackend:
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
                     client: str | None = None) -> ChatStream:
         loaded = self._require_loaded()
-        self._slots.check_room(client)
         model, tokenizer = loaded.model, loaded.tokenizer
         budget = self.budget(messages, params.max_new_tokens)
         try:

@@ -129,6 +129,8 @@ class ChatStream(WorkerControl, Iterator[str]):
         self._closed = False
         kwargs = dict(inputs, generation_config=generation_config, streamer=self._streamer,
                       stopping_criteria=_stop_criteria(self.stop))
+        if slots is not None:
+            slots.enter(self, client)  # in line at once (or LineFullError), before the worker waits in it
         self._thread = threading.Thread(target=self._work, args=(model, kwargs), name="moe-chat-generate",
                                         daemon=True)
         self._thread.start()

@@ -43,7 +43,8 @@ def stored(at) -> list[tuple[str, str]]:
 
 
 def warnings(at) -> str:
-    return " ".join(w.value for w in at.warning)
+    """What the page says to the user in warnings and notices."""
+    return " ".join(w.value for w in [*at.warning, *at.info])
 
 
 def test_an_edit_is_cleaned_like_a_new_message(page):

@@ -368,7 +368,7 @@ def test_config_for_spec_reads_the_row_copy_else_the_local_folder():
     assert config_for_spec(chat) == read_config(CONFIGS / "xverse-moe-a4.2b.json")
     assert config_for_spec(ModelSpec(id="mine", name="mine", source="local", path=DEMO)) == read_config(DEMO)
     far = ModelSpec(id="far", name="far", source="modelscope", modelscope_id="someone/far")
-    with pytest.raises(PlanError, match=r"No config is cached for 'far'.*python -m planner.cli someone/far"):
+    with pytest.raises(PlanError, match=r"No config is cached for 'far'.*python -m planner someone/far"):
         config_for_spec(far)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,5 +30,19 @@ def random_server(tmp_path_factory, random_model_dir: Path):
 
 
 def run(coroutine, timeout_s: float = 180.0):
-    """Run one scenario to its end, bounded in time."""
-    return asyncio.run(asyncio.wait_for(coroutine, timeout_s))
+    """Run one scenario to its end, bounded in time, on a thread of its own (Playwright's sync API may already
+    hold an event loop in this one, when the browser tier ran first)."""
+    outcome: dict = {}
+
+    def scenario() -> None:
+        try:
+            outcome["value"] = asyncio.run(asyncio.wait_for(coroutine, timeout_s))
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=scenario, name="ws-scenario")
+    worker.start()
+    worker.join(timeout_s + 30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

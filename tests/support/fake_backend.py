@@ -69,6 +69,7 @@ class FakeReply(WorkerControl):
         self._done = threading.Event()
         self._started = time.perf_counter()
         self._first: float | None = None
+        slots.enter(self, client)
         self._thread = threading.Thread(target=self._work, name="fake-generate", daemon=True)
         self._thread.start()
 
@@ -162,7 +163,6 @@ class FakeBackend:
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
                     client: str | None = None) -> FakeReply:
-        self._slots.check_room(client)
         budget = self.budget(messages, params.max_new_tokens)
         chunks = words(self._script.answer_to(budget.messages))
         return FakeReply(chunks, self._script, budget, params, self._slots, stop, on_wait, client)

@@ -73,9 +73,13 @@ def test_one_address_may_hold_only_its_share_of_the_line():
     waiters = [Waiter(line, "x", f"x{i}", []) for i in range(2)]
     settle(line, 2)
     with pytest.raises(LineFullError, match="2 requests waiting"):
-        line.check_room("x")
-    line.check_room("y")  # another address still has room
+        line.enter("third", "x")
+    line.enter("y-ticket", "y")  # another address still has room
+    assert line.waiting == 3
     for w in waiters:
         w.stop.set()
         w.thread.join(timeout=5)
+    leave = threading.Event()
+    leave.set()
+    assert line.acquire("y-ticket", leave, "y") is False and line.waiting == 0  # stopped: it leaves the line
     line.release()
