@@ -122,3 +122,36 @@ def test_a_flood_from_one_address_waits_behind_another_address(random_server):
     reply = run(scenario(), timeout_s=300)
     assert reply.role == "assistant" and reply.text
     assert reply.max_place <= 1  # served right after the answer running now, not behind the flood
+
+
+def test_a_server_killed_mid_answer_keeps_the_answer_written_so_far(tmp_path, random_model_dir):
+    import os
+    import signal
+    import sqlite3
+
+    from tests.server.conftest import RANDOM_MODEL
+    from tests.support.helpers import write_models_toml
+    from tests.support.server import running_server
+
+    models = write_models_toml(tmp_path / "models.toml", RANDOM_MODEL, "WS random MoE", random_model_dir)
+    models.write_text(models.read_text() + "preload = true\n")
+    db = tmp_path / "conversations.db"
+    env = {"MOE_CHAT_MODELS_FILE": str(models), "MOE_CHAT_DEFAULT_MODEL": RANDOM_MODEL, "MOE_CHAT_DEVICE": "cpu",
+           "MOE_CHAT_MAX_NEW_TOKENS": "1800", "MOE_CHAT_DB": str(db), "MOE_CHAT_SAVE_INTERVAL_S": "0.5"}
+    pids: list[int] = []
+    with running_server(tmp_path / "server.log", env, pids) as url:
+        async def scenario() -> None:
+            user = await Session.open(url)
+            asking = asyncio.create_task(user.ask("Tell me a story.", timeout_s=150))
+            await until(lambda: len(user.page.chat()) >= 2 and user.page.chat()[1][1])  # the answer streams
+            await asyncio.sleep(2.5)  # a few saves later
+            os.kill(pids[0], signal.SIGKILL)  # no goodbye: the process is gone mid-answer
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+            await user.close()
+
+        run(scenario())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT role, content, partial FROM messages ORDER BY position").fetchall()
+    assert [r[0] for r in rows] == ["user", "assistant"]
+    assert rows[0][1] == "Tell me a story." and rows[1][2] == 1 and rows[1][1].strip()  # the partial answer
