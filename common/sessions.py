@@ -18,7 +18,3 @@ def allowed(session_id: str) -> bool:
     with _lock:
         return session_id in _allowed
 
-
-def forget(session_id: str) -> None:
-    with _lock:
-        _allowed.discard(session_id)

@@ -94,14 +94,14 @@ class Journal:
 
     def record_user(self, text: str, model_id: str | None, system_prompt: str, params: Mapping[str, Any]) -> None:
         conv_id = self.current_id
-        if conv_id is None:
+        new = conv_id is None
+        if new:
             conv_id = self.store.create(model_id=model_id, system_prompt=system_prompt, params=dict(params))
             st.session_state[state.CONVERSATION_ID] = conv_id
             st.session_state[state.REVISION] = 0
             st.query_params[QUERY_KEY] = conv_id
-            self._add(conv_id, "user", text)
-        else:
-            self._add(conv_id, "user", text)  # refused when stale: then the settings are left as they are too
+        self._add(conv_id, "user", text)  # refused when stale: then the settings are left as they are too
+        if not new:
             self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
         st.session_state[state.CONVERSATION_MODEL] = model_id
 
