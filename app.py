@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from chat_engine.engine import Engine, shared_engine
+from chat_engine.openai_backend.server import served_model_names
 from common.errors import MoEChatError
 from common.settings import Settings
 from components import (
@@ -53,8 +54,11 @@ def get_store() -> ConversationStore:
 
 
 def current_registry(settings: Settings) -> Registry:
-    """The registry, with the folders this session added that can still be read (a vanished one is dropped)."""
+    """The registry, with the folders this session added that can still be read (a vanished one is dropped), and
+    the model servers it added."""
     registry = load_registry(settings.models_file)
+    for server in st.session_state.get(state.SERVERS, []):
+        registry, _ = registry.with_server(*server)
     kept = []
     for folder in st.session_state.get(state.LOCAL_FOLDERS, []):
         try:
@@ -76,7 +80,17 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
             engine.start_load(default)
             load_panel.wait_for_job(engine.job)  # the first page waits in place; the same background load
     job = engine.job()
-    choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running)
+    choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running,
+                                         list_served=partial(served_model_names, settings=settings))
+    if choice.added_server:
+        try:
+            registry, added = registry.with_server(*choice.added_server)
+        except MoEChatError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state[state.SERVERS].append(choice.added_server)
+            st.session_state[state.PENDING_CHOICE] = added.id
+            st.rerun()
     if choice.added_folder:
         try:
             registry, added = registry.with_local_folder(choice.added_folder, settings.allowed_model_roots())
@@ -90,12 +104,14 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     status_box = st.container()  # drawn after the actions below, shown above the options
     plan_fit = partial(fit_for, settings=settings, machine_gpus=[g.total_bytes for g in devices.gpus])
     plan_panel.render(choice.spec, plan_fit, gpu_sizes, fit_warning)
-    preview = partial(plan_placement, devices, settings, offload_folder=offload_folder(settings, choice.spec))
-    options = load_panel.render_options(devices, preview)
+    options = None
+    if not choice.spec.remote:  # a server's model has no load options here: the server placed it
+        preview = partial(plan_placement, devices, settings, offload_folder=offload_folder(settings, choice.spec))
+        options = load_panel.render_options(devices, preview)
     if choice.unload:
         engine.unload()
         st.rerun()
-    elif choice.load and options is not None:
+    elif choice.load and (options is not None or choice.spec.remote):
         engine.start_load(choice.spec, options)
         st.rerun()
     with status_box:
@@ -110,7 +126,11 @@ def main() -> None:
     if not gate.render(settings.password or gate.secrets_password(), get_script_run_ctx().session_id):
         st.stop()  # nothing else is drawn, and no model is touched, before the right password
     engine, devices = get_engine(), get_devices()
-    registry = current_registry(settings)
+    try:
+        registry = current_registry(settings)
+    except MoEChatError as exc:  # a broken models.toml: say which file and what is wrong, not a traceback
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
     has_gpu = devices.cuda_count > 0 and settings.device != "cpu"
     state.init(st.session_state, registry.default_id(has_gpu, settings.default_model))
     journal = Journal(get_store())
@@ -123,7 +143,7 @@ def main() -> None:
         journal.apply(conversations.render(journal.store.list_conversations(), journal.current(),
                                            journal.store.export_markdown, journal.store.export_json))
         st.divider()
-        sidebar.render_memory_panel(snapshot, settings.memory_refresh_s)
+        sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server)
 
     status = engine.status()
     loaded_spec = registry.get(status.model_id) if status.model_id in registry.ids else None

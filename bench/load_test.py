@@ -35,12 +35,14 @@ DIALOGUES = json.loads((ROOT / "scripts" / "demo_dialogues.json").read_text())["
 ANSWERS = {d["prompt"]: d["answer"] for d in DIALOGUES}
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free loopback port, with its own database and config (and `env` on top)."""
+    home.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, MOE_CHAT_DB=str(home / "conversations.db"), XDG_CONFIG_HOME=str(home / "config"),
-               MOE_CHAT_DEVICE="cpu", HF_HUB_OFFLINE="1")
+               MOE_CHAT_DEVICE="cpu", HF_HUB_OFFLINE="1", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
                             stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT)

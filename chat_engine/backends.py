@@ -17,7 +17,13 @@ def _transformers(settings: Settings) -> BackendLoader:
     return TransformersLoader(settings)
 
 
-_FACTORIES: dict[str, LoaderFactory] = {"transformers": _transformers}
+def _openai(settings: Settings) -> BackendLoader:
+    from chat_engine.openai_backend.loader import OpenAILoader
+
+    return OpenAILoader(settings)
+
+
+_FACTORIES: dict[str, LoaderFactory] = {"transformers": _transformers, "openai": _openai}
 
 
 def register_backend(name: str, factory: LoaderFactory) -> None:

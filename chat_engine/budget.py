@@ -41,6 +41,7 @@ class Budget:
     prompt_tokens: int  # the rendered prompt exactly as sent, generation prompt included
     context: int
     reserved_for_answer: int
+    estimated: bool = False  # counted without the model's tokenizer (a remote model with none): approximate
 
     @property
     def free_tokens(self) -> int:

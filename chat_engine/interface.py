@@ -89,6 +89,11 @@ class BackendInfo:
     kernels: str = ""
     load_seconds: float | None = None
     warnings: tuple[str, ...] = ()
+    server: str = ""  # the address of the server that holds the weights; empty when this process holds them
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.server)
 
 
 class Backend(Protocol):

@@ -45,6 +45,7 @@ class Settings:
     max_message_chars: int = 32_000  # longer messages are refused with a message saying so
     max_context: int = 0  # tokens of prompt + answer; 0: the model's own window (a cap saves KV-cache memory)
     stall_timeout_s: float = 300.0  # no token for this long ends a generation with an error
+    connect_timeout_s: float = 10.0  # a model server that accepts no connection for this long is unreachable
     stream_interval_s: float = 0.05  # the page redraws a streaming answer at most 20 times a second
     save_interval_s: float = 3.0  # an answer being written is saved this often (a crash loses at most this)
     memory_refresh_s: float = 2.0

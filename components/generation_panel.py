@@ -71,7 +71,8 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
         try:
             return GenerationParams(max_new_tokens=int(max_new), do_sample=sample, temperature=float(temperature),
                                     top_p=float(top_p), top_k=int(top_k), repetition_penalty=float(penalty),
-                                    seed=None if seed is None else int(seed))
+                                    seed=None if seed is None else int(seed),
+                                    ignore_eos=defaults.ignore_eos)  # a row's own setting (benchmark rows)
         except MoEChatError as exc:
             st.error(str(exc), icon=":material/error:")
             return None
@@ -87,9 +88,12 @@ def render_token_count(count: Callable[[], Any]) -> None:
     if budget is None:
         return
     used = budget.prompt_tokens
+    about = "about " if budget.estimated else ""
     st.progress(min(1.0, (used + budget.reserved_for_answer) / budget.context),
-                text=f"Conversation: {used:,} of {budget.context:,} tokens "
+                text=f"Conversation: {about}{used:,} of {budget.context:,} tokens "
                      f"({budget.reserved_for_answer:,} kept for the answer)")
+    if budget.estimated:
+        st.caption("Estimated: the app cannot see this model's tokenizer (give its row a tokenizer for exact counts).")
     if budget.notice:
         st.caption(budget.notice)
 

@@ -24,9 +24,22 @@ def _split_chart(plan: Any) -> None:
 
 def render(spec: Any, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], list[int]],
            warning_box: Any) -> Any | None:
-    """Draw the plan for `spec`; warn in `warning_box` (under the Load button) when it will not fit."""
+    """Draw the plan for `spec`; warn in `warning_box` (under the Load button) when it will not fit.
+
+    A server's model is planned only for GPUs the user types (the server's), and only when its row names a config.
+    """
+    remote = getattr(spec, "remote", False)
     with st.expander("Will it fit?", expanded=False):
-        gpus_text = st.text_input("Plan for GPUs", key="plan_gpus", placeholder="this machine (or e.g. 2x24GiB)")
+        if remote and spec.config is None:
+            st.caption("Does not apply: the server holds this model's weights, and its row names no config to plan "
+                       "from (add config = \"<copy of its config.json>\" to plan it for the server's GPUs).")
+            return None
+        gpus_text = st.text_input("Plan for GPUs", key="plan_gpus",
+                                  placeholder="the server's GPUs, e.g. 2x24GiB" if remote
+                                  else "this machine (or e.g. 2x24GiB)")
+        if remote and not gpus_text.strip():
+            st.caption("Type the server's GPUs to plan this model for them.")
+            return None
         left, right = st.columns(2)
         dtype = left.selectbox("Weights", PLAN_DTYPES, key="plan_dtype")
         context = right.number_input("Context", min_value=256, max_value=1_048_576, value=None, step=1024,

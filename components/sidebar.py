@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from common.errors import MoEChatError
 from common.units import gib, params_b
 from components import state
 
@@ -20,10 +21,13 @@ class ModelChoice:
     load: bool = False
     unload: bool = False
     added_folder: str | None = None
+    added_server: tuple[str, str, str] | None = None  # (address, served model, API key variable or "")
 
 
-def render_model_picker(registry: Any, status: Any, busy: bool = False) -> ModelChoice:
-    """Model selectbox, its notes, Load/Unload buttons, and a field to add a local folder."""
+def render_model_picker(registry: Any, status: Any, busy: bool = False,
+                        list_served: Callable[[str, str], list[str]] | None = None) -> ModelChoice:
+    """Model selectbox, its notes, Load (Connect, for a server's model)/Unload buttons, and fields to add a local
+    folder or a model server (`list_served(address, key variable)` asks a server what it serves)."""
     st.subheader("Model")
     ids = registry.ids
     pending = st.session_state.pop(state.PENDING_CHOICE, None)
@@ -45,7 +49,10 @@ def render_model_picker(registry: Any, status: Any, busy: bool = False) -> Model
         st.caption(spec.notes)
     is_loaded = status.state == "ready" and status.model_id == spec.id
     left, right = st.columns(2)
-    label = "Reload" if is_loaded else ("Switch" if status.state == "ready" else "Load")
+    if spec.remote:
+        label = "Reconnect" if is_loaded else "Connect"
+    else:
+        label = "Reload" if is_loaded else ("Switch" if status.state == "ready" else "Load")
     load = left.button(label, key="load_model", disabled=busy or status.state == "loading",
                        type="secondary" if is_loaded else "primary", width="stretch",
                        help="Reload applies changed load options" if is_loaded else None)
@@ -57,14 +64,42 @@ def render_model_picker(registry: Any, status: Any, busy: bool = False) -> Model
                                placeholder="/root/autodl-tmp/my-model")
         if st.button("Add folder", key="add_local_folder") and folder.strip():
             added = folder.strip()
-    return ModelChoice(spec=spec, load=load, unload=unload, added_folder=added)
+    server = _add_server(list_served) if list_served is not None else None
+    return ModelChoice(spec=spec, load=load, unload=unload, added_folder=added, added_server=server)
+
+
+def _add_server(list_served: Callable[[str, str], list[str]]) -> tuple[str, str, str] | None:
+    """Address (and key variable) -> the server's /v1/models -> pick one -> a new row for this session."""
+    with st.expander("Add a model server"):
+        st.caption("Any OpenAI-compatible server: vLLM, SGLang, `transformers serve`.")
+        url = st.text_input("Server address", key="server_url", placeholder="http://10.0.0.5:8000/v1").strip()
+        key_env = st.text_input("API key variable (optional)", key="server_key_env", placeholder="VLLM_API_KEY",
+                                help="The NAME of an environment variable of this app holding the server's key; "
+                                     "the key itself is never typed here.").strip()
+        if st.button("List its models", key="list_server_models", disabled=not url):
+            try:
+                st.session_state[state.SERVER_MODELS] = (url, key_env, list_served(url, key_env))
+            except MoEChatError as exc:
+                st.session_state[state.SERVER_MODELS] = None
+                st.error(str(exc), icon=":material/error:")
+        listed = st.session_state.get(state.SERVER_MODELS)
+        if not listed or listed[:2] != (url, key_env):
+            return None
+        if not listed[2]:
+            st.warning("The server lists no models.", icon=":material/warning:")
+            return None
+        model = st.selectbox("Served model", listed[2], key="server_model")
+        if st.button("Add this model", key="add_server", type="primary"):
+            return url, model, key_env
+    return None
 
 
 def render_status(status: Any) -> None:
     """One line for the engine's state, plus where the layers went once loaded."""
     if status.state == "ready":
         info = status.info
-        parts = [f"**{status.model_name}** ready", info.dtype, info.device_summary, info.kernels]
+        parts = [f"**{status.model_name}** {'connected' if info.remote else 'ready'}", info.dtype,
+                 info.device_summary, info.kernels]
         st.success(" · ".join(p for p in parts if p), icon=":material/check_circle:")
         for warning in info.warnings:
             st.warning(warning, icon=":material/warning:")
@@ -76,8 +111,9 @@ def render_status(status: Any) -> None:
         st.info("No model loaded.", icon=":material/bedtime:")
 
 
-def render_memory_panel(read: Callable[[], Any], refresh_s: float) -> None:
-    """Memory readings that refresh on a timer without rerunning the page."""
+def render_memory_panel(read: Callable[[], Any], refresh_s: float, server: str | None = None) -> None:
+    """Memory readings that refresh on a timer without rerunning the page; `server` names who holds the weights
+    when a server answers."""
 
     @st.fragment(run_every=refresh_s)
     def panel() -> None:
@@ -94,4 +130,6 @@ def render_memory_panel(read: Callable[[], Any], refresh_s: float) -> None:
         st.caption(f"this process: {gib(snap.process_rss_bytes)} resident")
 
     st.subheader("Memory")
+    if server:
+        st.caption(f":material/dns: Model weights: held by the server ({server}), not by this process.")
     panel()

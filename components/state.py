@@ -9,6 +9,8 @@ MESSAGES = "messages"  # list[{"role", "content"}], the conversation shown and s
 MODEL_CHOICE = "model_choice"  # registry id picked in the sidebar
 PENDING_CHOICE = "pending_model_choice"  # id to select on the next run (a widget's key can't be set after it draws)
 LOCAL_FOLDERS = "local_folders"  # model folders the user added in this session
+SERVERS = "servers"  # (address, served model, key variable) of model servers the user added in this session
+SERVER_MODELS = "server_models"  # (address, key variable, [served model names]) last listed in "Add a model server"
 AUTOLOADED = "autoloaded"  # the default model was loaded once for this session
 NOTICE = "notice"  # a message to show once on the next run
 CONVERSATION_ID = "conversation_id"  # the stored conversation this session shows, None before its first message
@@ -31,6 +33,7 @@ def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
         MESSAGES: [],
         MODEL_CHOICE: default_model_id,
         LOCAL_FOLDERS: [],
+        SERVERS: [],
         AUTOLOADED: False,
         NOTICE: None,
         CONVERSATION_ID: None,

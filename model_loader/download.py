@@ -16,9 +16,9 @@ from common.errors import ModelLoadError, ModelNotFoundError, MoEChatError
 from common.settings import Settings
 from model_loader.checkpoint_check import weight_files
 from model_loader.download_progress import DownloadAborted, DownloadProgress, ProgressTracker
-from model_loader.registry import ModelSpec
+from model_loader.registry import ModelSpec, is_folder_ref
 
-__all__ = ["DownloadCancelled", "DownloadProgress", "model_dir", "select_files"]
+__all__ = ["DownloadCancelled", "DownloadProgress", "model_dir", "select_files", "tokenizer_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NEEDED = ("config.json", "generation_config.json", "tokenizer*.json", "tokenizer*.model", "special_tokens_map.json",
           "added_tokens.json", "vocab*.json", "vocab*.txt", "merges*.txt", "chat_template*.jinja",
           "chat_template*.json", "spiece.model", "sentencepiece*.model", "*.tiktoken")
+TOKENIZER = tuple(p for p in NEEDED if p != "generation_config.json")  # config.json names the tokenizer class
 REMOTE_CODE = ("*.py",)  # only rows with trust_remote_code run the repository's own code
 # Weight formats, preferred first: (single file, index of shards, shard names).
 WEIGHTS = (("model.safetensors", "model.safetensors.index.json", "model-*.safetensors"),
@@ -37,12 +38,13 @@ class DownloadCancelled(MoEChatError):
     """The caller abandoned a download; what was fetched stays on disk for the next attempt."""
 
 
-def select_files(paths: Iterable[str], remote_code: bool = False) -> list[str]:
-    """The files of a repository that loading needs: config, tokenizer, and one weight format."""
+def select_files(paths: Iterable[str], remote_code: bool = False, weights: bool = True) -> list[str]:
+    """The files of a repository that loading needs: config, tokenizer, and one weight format (unless not
+    `weights`: then the tokenizer's files and config.json alone)."""
     top = [p for p in paths if "/" not in p]
-    wanted = NEEDED + (REMOTE_CODE if remote_code else ())
+    wanted = (NEEDED if weights else TOKENIZER) + (REMOTE_CODE if remote_code else ())
     keep = {p for p in top if any(fnmatch.fnmatchcase(p, pattern) for pattern in wanted)}
-    return sorted(keep | set(_weights(top)))
+    return sorted(keep | set(_weights(top) if weights else ()))
 
 
 def _weights(top: list[str]) -> list[str]:
@@ -77,6 +79,22 @@ def model_dir(spec: ModelSpec, settings: Settings, on_progress: Callable[[Downlo
     return _fetch(hub, repo, spec.trust_remote_code, settings, marker, on_progress, cancel)
 
 
+def tokenizer_dir(ref: str, settings: Settings, on_progress: Callable[[DownloadProgress], None] | None = None,
+                  cancel: threading.Event | None = None) -> Path:
+    """The local folder of the tokenizer a server row names: a folder, or a hub repository ("org/name" on
+    ModelScope, "hf:org/name" on Hugging Face) of which only the tokenizer files and config.json are fetched."""
+    if is_folder_ref(ref):
+        folder = Path(ref).expanduser()
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"The tokenizer folder {folder} does not exist: fix the row's tokenizer field "
+                                     "or remove it (token counts are then estimated).")
+        return folder
+    source, repo = ("huggingface", ref[3:]) if ref.startswith("hf:") else ("modelscope", ref.removeprefix("ms:"))
+    hub = HUBS[source]
+    marker = settings.cache_dir / MARKERS / f"{source}--{repo.replace('/', '--')}--tokenizer.json"
+    return _fetch(hub, repo, False, settings, marker, on_progress, cancel, weights=False)
+
+
 @dataclass(frozen=True)
 class Hub:
     """One hub client, behind the same four calls."""
@@ -94,7 +112,8 @@ class Hub:
 
 
 def _fetch(hub: Hub, repo: str, remote_code: bool, settings: Settings, marker: Path,
-           on_progress: Callable[[DownloadProgress], None] | None, cancel: threading.Event | None) -> Path:
+           on_progress: Callable[[DownloadProgress], None] | None, cancel: threading.Event | None,
+           weights: bool = True) -> Path:
     cache = settings.cache_dir / hub.cache_subdir
     # Read per call and passed explicitly: both clients copy their endpoint variable into module state
     # when first used, so a change after that would otherwise be ignored.
@@ -109,8 +128,8 @@ def _fetch(hub: Hub, repo: str, remote_code: bool, settings: Settings, marker: P
     shown = endpoint or hub.default_endpoint()
     try:
         sizes = hub.list_files(repo, endpoint)
-        wanted = {name: sizes[name] for name in select_files(sizes, remote_code)}
-        if not _weights(list(wanted)):
+        wanted = {name: sizes[name] for name in select_files(sizes, remote_code, weights)}
+        if weights and not _weights(list(wanted)):
             raise ModelNotFoundError(f"{repo} on {hub.name} has no weights transformers can load (model*.safetensors "
                                      "or pytorch_model*.bin at the top of the repository): choose another model.")
         tracker = ProgressTracker(on_progress, cancel, wanted)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from common.errors import RegistryError
 
 BUILTIN_FILE = Path(__file__).with_name("models.toml")
-Source = Literal["modelscope", "huggingface", "local"]
+Source = Literal["modelscope", "huggingface", "local", "openai"]
 Kind = Literal["chat", "base", "demo"]
-_SOURCES = ("modelscope", "huggingface", "local")
+_SOURCES = ("modelscope", "huggingface", "local", "openai")
+SERVERS = ("auto", "vllm", "sglang", "transformers", "openai")
 _KINDS = ("chat", "base", "demo")
 
 
@@ -40,13 +43,28 @@ class ModelSpec:
     trust_remote_code: bool = False
     config: Path | None = None  # a copy of the model's config.json, so it can be planned before any download
     generation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    backend: str = "transformers"  # who generates: see chat_engine/backends.py
+    backend: str = "transformers"  # who generates: see chat_engine/backends.py ("openai" for source "openai")
+    # A model served by an OpenAI-compatible server (source "openai"):
+    base_url: str | None = None  # e.g. http://10.0.0.5:8000/v1
+    model: str | None = None  # the served model name, as the server's /v1/models lists it
+    api_key_env: str | None = None  # the NAME of the environment variable holding the key (never the key)
+    tokenizer: str | None = None  # folder, or hub id ("org/name" on ModelScope, "hf:org/name"), for exact counts
+    context: int | None = None  # the context window, when the server does not report one
+    max_concurrent: int | None = None  # answers this app sends the server at once (None: no limit; it batches)
+    server: str = "auto"  # vllm | sglang | transformers | openai: which extra fields it takes (auto: detected)
+
+    @property
+    def remote(self) -> bool:
+        """True for a model answered by a server, not loaded in this process."""
+        return self.source == "openai"
 
     @property
     def where(self) -> str:
-        """Human-readable origin: hub id or folder."""
+        """Human-readable origin: hub id, folder or server."""
         if self.source == "local":
             return str(self.path)
+        if self.remote:
+            return f"{self.model} at {self.base_url}"
         return (self.modelscope_id if self.source == "modelscope" else self.hf_id) or "?"
 
 
@@ -88,6 +106,36 @@ class Registry:
         if spec.id in self.ids:
             return self, self.get(spec.id)
         return Registry(self.specs + (spec,)), spec
+
+    def with_server(self, base_url: str, model: str, api_key_env: str | None = None) -> tuple[Registry, ModelSpec]:
+        """Add (or reuse) a row for a model served at `base_url` (picked from its /v1/models in the sidebar)."""
+        url = checked_base_url(base_url)
+        key_env = (api_key_env or "").strip() or None
+        if key_env is not None and not _ENV_NAME.fullmatch(key_env):
+            raise RegistryError(f"{key_env[:80]!r} is not an environment variable name: give the NAME of the "
+                                "variable holding the key (e.g. VLLM_API_KEY), never the key itself.")
+        spec = ModelSpec(id=f"server:{model}@{url}", name=f"{model} (server)", source="openai", backend="openai",
+                         base_url=url, model=model, api_key_env=key_env, notes=f"Served by {url}")
+        if spec.id in self.ids:
+            return self, self.get(spec.id)
+        return Registry(self.specs + (spec,)), spec
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def is_folder_ref(ref: str | None) -> bool:
+    """True when a `tokenizer` value names a folder rather than a hub id."""
+    return bool(ref) and ref.startswith(("/", "./", "../", "~"))
+
+
+def checked_base_url(text: str) -> str:
+    """An http(s) server address, normalised to end in /v1 (the form OpenAI clients take)."""
+    url = text.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+        raise RegistryError(f"{text.strip()[:200]!r} is not a server address: give one like http://10.0.0.5:8000/v1.")
+    return url if parts.path.endswith("/v1") else url + "/v1"
 
 
 MAX_PATH_CHARS = 4096
@@ -152,11 +200,38 @@ def _spec_from_row(row: dict[str, Any], base_dir: Path, formats: Mapping[str, st
     for key in ("path", "config"):
         if row.get(key) is not None:
             row[key] = (base_dir / Path(row[key]).expanduser()).resolve()
-    needed = {"local": "path", "modelscope": "modelscope_id", "huggingface": "hf_id"}[row["source"]]
-    if not row.get(needed):
-        raise RegistryError(f"{where}: source {row['source']!r} needs the field {needed!r}.")
+    if is_folder_ref(row.get("tokenizer")):
+        row["tokenizer"] = str((base_dir / Path(row["tokenizer"]).expanduser()).resolve())
+    if row["source"] == "openai":
+        _check_server_row(row, where)
+    else:
+        needed = {"local": "path", "modelscope": "modelscope_id", "huggingface": "hf_id"}[row["source"]]
+        if not row.get(needed):
+            raise RegistryError(f"{where}: source {row['source']!r} needs the field {needed!r}.")
     row["generation"] = MappingProxyType(dict(row.get("generation", {})))
     return ModelSpec(**row)
+
+
+def _check_server_row(row: dict[str, Any], where: str) -> None:
+    """A server row: its address and served name, a key variable's name (never a key), sane numbers."""
+    for needed in ("base_url", "model"):
+        if not row.get(needed):
+            raise RegistryError(f"{where}: source 'openai' needs the field {needed!r}.")
+    try:
+        row["base_url"] = checked_base_url(str(row["base_url"]))
+    except RegistryError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
+    key_env = row.get("api_key_env")
+    if key_env is not None and not _ENV_NAME.fullmatch(str(key_env)):
+        raise RegistryError(f"{where}: api_key_env names the environment variable that holds the key (e.g. "
+                            "VLLM_API_KEY); a key itself never goes in this file.")
+    for number in ("context", "max_concurrent"):
+        value = row.get(number)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise RegistryError(f"{where}: {number} must be a positive whole number, not {value!r}.")
+    if row.setdefault("server", "auto") not in SERVERS:
+        raise RegistryError(f"{where}: server must be one of {SERVERS}, not {row['server']!r}.")
+    row.setdefault("backend", "openai")
 
 
 def _read(file: Path, formats: dict[str, str]) -> list[ModelSpec]:

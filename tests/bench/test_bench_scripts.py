@@ -23,6 +23,11 @@ EXPECTED = {
     "bench_cpu_dtype.py": [r"float32 +\d+ tokens/s", r"bfloat16 +\d+ tokens/s"],
     "soak_conversation.py": [r"30 turns, context 128 tokens; at the end [1-9]\d* earlier turns were not sent",
                              r"turn 20: \d+ threads, \d+ MiB; turn 30: \d+ threads, \d+ MiB"],
+    "bench_remote.py": [r"50-token answer from vLLM, median of 1: page [\d.]+ s, raw openai client [\d.]+ s",
+                        r"page / raw = [\d.]+",
+                        r"2 users x 1 messages through the page, vLLM: 2/2 correct in [\d.]+ s = [\d.]+ answers/s",
+                        r"2 users x 1 messages through the page, in-process: 2/2 correct in [\d.]+ s = [\d.]+ "
+                        r"answers/s"],
     "load_test.py": [r"2 users x 1 messages in [\d.]+ s: 2/2 answers complete and correct, 0 failed",
                      r"latency \(send to full answer\): p50 [\d.]+ s", r"queue: \d+/2 requests waited in line",
                      r"server memory: \d+ MiB before, \d+ MiB after"],

@@ -124,7 +124,7 @@ def test_switching_model_shows_the_new_status(server, page):
     switch_model(page, "Demo MoE (tiny, bundled)")  # back to the demo, for the tests that share this server
 
 
-def switch_model(page, name: str) -> None:
+def switch_model(page, name: str, button: str = "Switch", done: str = "ready") -> None:
     settle(page)
     label = page.get_by_test_id("stWidgetLabel").get_by_text("Model", exact=True)
     picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has=label)
@@ -137,8 +137,8 @@ def switch_model(page, name: str) -> None:
         except PlaywrightTimeout:
             continue
     option.click()
-    page.get_by_role("button", name="Switch").click()
-    page.get_by_text(re.compile(re.escape(name) + r"\s*ready")).wait_for(timeout=60_000)
+    page.get_by_role("button", name=button).click()
+    page.get_by_text(re.compile(re.escape(name) + r"\s*" + done)).wait_for(timeout=60_000)
     settle(page)
     shot(page, f"switched to {name}")
 

@@ -285,3 +285,27 @@ def test_progress_without_a_total_has_no_fraction_or_eta():
     progress = DownloadProgress(bytes_done=10, bytes_total=None, files_done=0, files_total=3, elapsed_s=2.0)
     assert progress.fraction is None and progress.eta_s is None and progress.rate_bytes_per_s == 5.0
 
+
+
+@pytest.mark.parametrize(("ref", "spec"), [(MS_REPO, ms_spec), ("hf:" + HF_REPO, hf_spec)])
+def test_a_server_rows_tokenizer_comes_without_the_weights(hub, hub_settings, ref, spec):
+    from model_loader.download import tokenizer_dir
+    from model_loader.loader import load_tokenizer
+
+    repo = hub.repos[ref.removeprefix("hf:")]
+    folder = tokenizer_dir(ref, hub_settings)
+    fetched = hub.fetched()
+    assert "model.safetensors" not in fetched and {"tokenizer.json", "config.json"} <= fetched
+    assert all((folder / name).read_bytes() == repo.files[name] for name in fetched)
+    tokenizer = load_tokenizer(spec(), folder)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "Who are you?"}], tokenize=True,
+                                         add_generation_prompt=True, return_dict=True)["input_ids"]
+    hub.stop()
+    assert tokenizer_dir(ref, hub_settings) == folder  # a finished copy is used with the hub gone
+
+
+def test_a_missing_tokenizer_folder_says_what_to_fix(hub_settings, tmp_path):
+    from model_loader.download import tokenizer_dir
+
+    with pytest.raises(ModelNotFoundError, match="tokenizer folder .* does not exist"):
+        tokenizer_dir(str(tmp_path / "nope"), hub_settings)

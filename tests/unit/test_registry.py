@@ -104,3 +104,47 @@ def test_the_folder_box_refuses_with_a_message_and_never_raises_anything_else(tm
         load_registry(None).with_local_folder(typed.format(d=tmp_path), (tmp_path,))
     if message == "accepted only under":
         assert "/etc" not in str(refused.value).replace(str(tmp_path), "")  # the path outside is not echoed
+
+
+SERVER_ROW = '[[models]]\nid = "qwen-vllm"\nname = "Qwen on vLLM"\nsource = "openai"\n'
+
+
+def test_server_rows_name_the_address_the_served_model_and_the_keys_variable(tmp_path):
+    user = tmp_path / "models.toml"
+    (tmp_path / "tok").mkdir()
+    user.write_text(SERVER_ROW + 'base_url = "http://10.0.0.5:8000"\nmodel = "Qwen/Qwen1.5-MoE-A2.7B-Chat"\n'
+                    'api_key_env = "VLLM_API_KEY"\ntokenizer = "./tok"\ncontext = 8192\nmax_concurrent = 4\n')
+    spec = load_registry(user).get("qwen-vllm")
+    assert spec.remote and spec.backend == "openai" and spec.base_url == "http://10.0.0.5:8000/v1"
+    assert (spec.model, spec.api_key_env, spec.context, spec.max_concurrent) == (
+        "Qwen/Qwen1.5-MoE-A2.7B-Chat", "VLLM_API_KEY", 8192, 4)
+    assert spec.tokenizer == str((tmp_path / "tok").resolve()) and spec.server == "auto"
+    assert spec.where == "Qwen/Qwen1.5-MoE-A2.7B-Chat at http://10.0.0.5:8000/v1"
+    assert not load_registry(None).get("demo-moe").remote
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ('model = "m"\n', "needs the field 'base_url'"),
+    ('base_url = "http://h:8000/v1"\n', "needs the field 'model'"),
+    ('base_url = "ftp://h/v1"\nmodel = "m"\n', "is not a server address"),
+    ('base_url = "http://h/v1"\nmodel = "m"\napi_key_env = "sk-123abc"\n', "a key itself never goes in this file"),
+    ('base_url = "http://h/v1"\nmodel = "m"\napi_key = "sk-123abc"\n', "unknown fields \\['api_key'\\]"),
+    ('base_url = "http://h/v1"\nmodel = "m"\ncontext = 0\n', "context must be a positive whole number"),
+    ('base_url = "http://h/v1"\nmodel = "m"\nserver = "tgi"\n', "server must be one of"),
+])
+def test_bad_server_rows_are_refused_with_the_reason(tmp_path, fields, message):
+    user = tmp_path / "models.toml"
+    user.write_text(SERVER_ROW + fields)
+    with pytest.raises(RegistryError, match=message):
+        load_registry(user)
+
+
+def test_a_server_added_in_the_sidebar_becomes_a_row_once():
+    reg = load_registry(None)
+    reg2, spec = reg.with_server(" http://127.0.0.1:8000/ ", "demo", "MY_KEY")
+    assert spec.remote and spec.base_url == "http://127.0.0.1:8000/v1" and spec.api_key_env == "MY_KEY"
+    assert reg2.with_server("http://127.0.0.1:8000/v1", "demo", "MY_KEY")[0] is reg2
+    with pytest.raises(RegistryError, match="not an environment variable name"):
+        reg.with_server("http://127.0.0.1:8000", "demo", "sk-secret-key")
+    with pytest.raises(RegistryError, match="not a server address"):
+        reg.with_server("127.0.0.1:8000", "demo")

@@ -1,0 +1,191 @@
+"""One OpenAI-compatible server as the app sees it: a client, the models it serves, and its errors in plain words.
+
+Every exception the `openai` and `httpx2` (its HTTP client) libraries raise is translated here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+
+from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError
+from model_loader.registry import checked_base_url
+
+FLAVOURS = ("vllm", "sglang", "transformers", "openai")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One entry of the server's /v1/models."""
+
+    id: str
+    owned_by: str | None = None
+    max_model_len: int | None = None  # vLLM and SGLang report the context they serve
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ServerContextError(GenerationError):
+    """The server refused the conversation as longer than its context."""
+
+
+def api_key(env_name: str | None) -> str | None:
+    """The key held in the environment variable a row names; a named but empty variable is an error."""
+    if not env_name:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise ModelLoadError(f"This model's row takes its API key from the environment variable {env_name}, which "
+                             f"is not set. Start the app with {env_name}=<the server's key> in its environment.")
+    return key
+
+
+def make_http(base_url: str, key: str | None, connect_s: float, read_s: float) -> httpx2.Client:
+    """The one connection pool to a server: connect timeout, a read timeout that is the stall limit, the key."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx2.Client(base_url=root_url(base_url), headers=headers,
+                        timeout=httpx2.Timeout(read_s, connect=connect_s),
+                        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32))
+
+
+def make_client(base_url: str, key: str | None, http: httpx2.Client) -> openai.OpenAI:
+    """The official client over `http`; no retries: a stream must never be sent twice behind the user's back."""
+    return openai.OpenAI(base_url=base_url, api_key=key or "none", max_retries=0, http_client=http)
+
+
+def root_url(base_url: str) -> str:
+    """The server's root (vLLM's /tokenize and /metrics live there, beside /v1)."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+
+
+def list_models(client: openai.OpenAI, where: str, connect_s: float) -> list[ServedModel]:
+    """The models the server serves (raises `ModelLoadError` saying why it could not be asked)."""
+    try:
+        page = client.models.list()
+    except Exception as exc:
+        raise ModelLoadError(str(translate(exc, where, connect_s=connect_s))) from exc
+    models = []
+    for item in page.data:
+        extra = dict(item.model_extra or {})
+        length = extra.get("max_model_len")
+        models.append(ServedModel(item.id, getattr(item, "owned_by", None),
+                                  length if isinstance(length, int) and length > 0 else None, extra))
+    return models
+
+
+def served_model_names(base_url: str, api_key_env: str, settings: Any) -> list[str]:
+    """What a server typed into the sidebar serves (raises `MoEChatError` saying why it could not be asked)."""
+    url = checked_base_url(base_url)
+    key = api_key(api_key_env.strip() or None)
+    with make_http(url, key, settings.connect_timeout_s, settings.connect_timeout_s + 20) as http:
+        return [m.id for m in list_models(make_client(url, key, http), url, settings.connect_timeout_s)]
+
+
+def flavour(models: list[ServedModel], stated: str) -> str:
+    """Which extra fields the server takes: the row's `server`, else what its /v1/models looks like."""
+    if stated != "auto":
+        return stated
+    owners = {m.owned_by for m in models}
+    if "vllm" in owners:
+        return "vllm"
+    if "sglang" in owners:
+        return "sglang"
+    if any("status" in m.extra for m in models):  # `transformers serve` reports whether each model is loaded
+        return "transformers"
+    return "openai"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def server_said(exc: BaseException) -> str:
+    """The server's own words in an error response: OpenAI's error.message, FastAPI's detail, or the text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        said = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else inner
+        if said:
+            return str(said)[:300]
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            text = response.text
+        except httpx2.ResponseNotRead:
+            text = ""
+        if text:
+            return text.strip()[:300]
+    return str(exc)[:300]
+
+
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "max_model_len", "too long",
+                  "longer than", "exceeds the", "maximum model length")
+_MODEL_WORDS = ("does not exist", "not found", "pinned", "unknown model", "no model", "is not served")
+
+
+def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_s: float = 300.0,
+              model: str = "") -> MoEChatError:
+    """A library exception as one domain error that says what happened and what to do."""
+    if isinstance(exc, MoEChatError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc, where, model)
+    causes = list(_chain(exc))
+    if any(isinstance(c, httpx2.ConnectTimeout) for c in causes):
+        return GenerationError(f"The server at {where} did not accept a connection within {connect_s:.0f} s. Check "
+                               "the address and that nothing (a firewall, a tunnel that closed) is in the way.")
+    if any(isinstance(c, httpx2.ReadTimeout | httpx2.WriteTimeout | httpx2.PoolTimeout) for c in causes):
+        return GenerationTimeout(f"The server at {where} sent nothing for {stall_s:.0f} s, so the answer was stopped. "
+                                 "It may be overloaded or stuck: check its log, then try again.")
+    if any(isinstance(c, socket.gaierror) for c in causes) or any(
+            "name or service not known" in str(c).lower() or "name resolution" in str(c).lower()
+            or "nodename nor servname" in str(c).lower() for c in causes):
+        return GenerationError(f"The server name in {where} could not be resolved (DNS). Check the address for a "
+                               "typo, or use the server's IP address.")
+    if any(isinstance(c, ConnectionRefusedError) or "connection refused" in str(c).lower() for c in causes):
+        return GenerationError(f"Connection refused by {where}: no server is listening there. Start it (see the "
+                               "README, \"When one box is not enough\"), or check the port.")
+    if any(isinstance(c, httpx2.RemoteProtocolError | httpx2.ReadError) for c in causes):
+        return GenerationError(f"The server at {where} closed the connection in the middle of the answer: it may have "
+                               "crashed or been restarted. What arrived is kept; ask again once it is back.")
+    if isinstance(exc, openai.APIConnectionError | httpx2.HTTPError):
+        reason = next((str(c) for c in causes[1:] if str(c)), str(exc))
+        return GenerationError(f"Could not talk to the server at {where} ({reason[:200]}). Check that it is running "
+                               "and reachable from this machine.")
+    return GenerationError(f"Talking to the server at {where} failed ({type(exc).__name__}: {str(exc)[:200]}).")
+
+
+def _status_error(exc: openai.APIStatusError, where: str, model: str) -> MoEChatError:
+    said = server_said(exc)
+    status = exc.status_code
+    lowered = said.lower()
+    if status in (401, 403):
+        return GenerationError(f"The server at {where} refused the API key ({status}: {said[:120]}). Put the right key "
+                               "in the environment variable the model's row names (api_key_env) and restart the app.")
+    if any(word in lowered for word in _CONTEXT_WORDS):
+        return ServerContextError(f"The server refused the conversation as too long for its context ({said}). "
+                                  "Start a new chat or lower max new tokens; setting the row's context to the "
+                                  "server's limit makes the page cut old turns first.")
+    if status == 404 and "model" in lowered or "model" in lowered and any(w in lowered for w in _MODEL_WORDS):
+        return GenerationError(f"The server at {where} does not serve the model {model!r} ({said}). Pick a name "
+                               "its /v1/models lists, in the model's row (model) or in the sidebar.")
+    if status == 404:
+        return GenerationError(f"{where} has no chat-completions endpoint (404). The address should end in /v1, "
+                               "as in http://host:8000/v1.")
+    if status == 422:
+        return GenerationError(f"The server at {where} refused fields of the request ({said}). Set the row's server "
+                               "field to what it is (vllm, sglang, transformers or openai).")
+    if status == 429:
+        return GenerationError(f"The server at {where} is busy (429: {said}). Wait a moment and ask again.")
+    return GenerationError(f"The server at {where} answered {status}: {said}. The conversation is kept; check the "
+                           "server's log, then try again.")
