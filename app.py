@@ -12,6 +12,7 @@ from chat_engine.openai_backend.server import served_model_names
 from common.errors import MoEChatError
 from common.settings import Settings
 from components import (
+    api_panel,
     conversations,
     gate,
     generation_panel,
@@ -29,6 +30,7 @@ from model_loader.memory import snapshot
 from model_loader.placement import offload_folder, plan_placement
 from model_loader.registry import Registry, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
+from web.api import api_key
 
 
 @st.cache_resource
@@ -144,6 +146,7 @@ def main() -> None:
                                            journal.store.export_markdown, journal.store.export_json))
         st.divider()
         sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server)
+        api_panel.render(enabled=bool(api_key(settings)), model_id=engine.status().model_id)
 
     status = engine.status()
     loaded_spec = registry.get(status.model_id) if status.model_id in registry.ids else None
@@ -164,6 +167,8 @@ if __name__ == "__main__":  # a run of the page script
 else:  # `streamlit run app.py` found this module's `app`: the server, whose page is this same file
     from starlette.middleware import Middleware
 
+    from web.api import ROUTES
     from web.guard import UploadGuard
+    from web.startup import lifespan
 
-    app = st.App(__file__, middleware=[Middleware(UploadGuard)])
+    app = st.App(__file__, routes=ROUTES, middleware=[Middleware(UploadGuard)], lifespan=lifespan)

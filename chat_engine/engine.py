@@ -154,6 +154,10 @@ class Engine:
     def default_params(self) -> GenerationParams:
         return self._require_backend().default_params()
 
+    def context(self) -> int:
+        """The loaded model's window: prompt and answer tokens together."""
+        return self._require_backend().context
+
     def render_prompt(self, messages: Sequence[Message]) -> str:
         return self._require_backend().render_prompt(messages)
 

@@ -100,6 +100,7 @@ class Backend(Protocol):
     """A loaded model that answers chats. The engine holds at most one; it is closed before the next is loaded."""
 
     spec: ModelSpec
+    context: int  # tokens of prompt and answer together that the model (or its server) takes
 
     def info(self) -> BackendInfo: ...
 

@@ -35,6 +35,7 @@ class Settings:
     models_file: Path = field(default_factory=_default_models_file)
     db: Path = field(default_factory=_default_db)  # the conversations database (SQLite)
     password: str | None = None  # when set, the page asks for it before showing anything
+    api_key: str | None = None  # when set, /v1/* answers requests that bear it (the OpenAI-compatible API)
     default_model: str | None = None  # None: the demo on CPU-only machines, the first GPU model otherwise
     device: str = "auto"  # auto | cpu | cuda
     cpu_dtype: str = "float32"  # measured faster than bfloat16 for the demo on CPU (see bench/)

@@ -71,7 +71,7 @@ def render_model_picker(registry: Any, status: Any, busy: bool = False,
 def _add_server(list_served: Callable[[str, str], list[str]]) -> tuple[str, str, str] | None:
     """Address (and key variable) -> the server's /v1/models -> pick one -> a new row for this session."""
     with st.expander("Add a model server"):
-        st.caption("Any OpenAI-compatible server: vLLM, SGLang, `transformers serve`.")
+        st.caption("Any OpenAI-compatible server: vLLM, SGLang, `transformers serve`, another MoE Chat.")
         url = st.text_input("Server address", key="server_url", placeholder="http://10.0.0.5:8000/v1").strip()
         key_env = st.text_input("API key variable (optional)", key="server_key_env", placeholder="VLLM_API_KEY",
                                 help="The NAME of an environment variable of this app holding the server's key; "

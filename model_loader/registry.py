@@ -18,7 +18,7 @@ BUILTIN_FILE = Path(__file__).with_name("models.toml")
 Source = Literal["modelscope", "huggingface", "local", "openai"]
 Kind = Literal["chat", "base", "demo"]
 _SOURCES = ("modelscope", "huggingface", "local", "openai")
-SERVERS = ("auto", "vllm", "sglang", "transformers", "openai")
+SERVERS = ("auto", "vllm", "sglang", "transformers", "moe-chat", "openai")
 _KINDS = ("chat", "base", "demo")
 
 

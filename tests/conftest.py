@@ -147,3 +147,31 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tserve(tmp_path_factory):
+    """A real `transformers serve` on the demo model (the remote backend's tests)."""
+    from tests.support.model_servers import TransformersServe
+
+    server = TransformersServe(tmp_path_factory.mktemp("transformers-serve")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm(tmp_path_factory):
+    """A real vLLM (its CPU build, from .venv-vllm) on a widened copy of the demo that computes the same function."""
+    from tests.support.helpers import DEMO_DIR
+    from tests.support.model_servers import VLLM_REQUIRED, VllmServer, vllm_available
+    from tests.support.widen_demo import widen_demo
+
+    if not vllm_available():
+        if VLLM_REQUIRED:  # scripts/test.sh installs it: its absence is a failure there
+            pytest.fail("vLLM's venv is missing: run `bash scripts/test.sh` (it installs .venv-vllm)")
+        pytest.skip("vLLM's CPU build is not installed (bash scripts/test.sh installs it into .venv-vllm)")
+    home = tmp_path_factory.mktemp("vllm")
+    server = VllmServer(home, widen_demo(DEMO_DIR, home / "demo-widened")).start()
+    yield server
+    server.stop()
+

@@ -13,7 +13,7 @@ from typing import Any
 from chat_engine.params import GenerationParams
 from common.messages import Message
 
-EXTRA_FIELDS = ("vllm", "sglang")  # take top_k, repetition_penalty and ignore_eos beside OpenAI's fields
+EXTRA_FIELDS = ("vllm", "sglang", "moe-chat")  # take top_k, repetition_penalty and ignore_eos beside OpenAI's
 
 
 def request_body(model: str, messages: Sequence[Message], params: GenerationParams, flavour: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import openai
 from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError
 from model_loader.registry import checked_base_url
 
-FLAVOURS = ("vllm", "sglang", "transformers", "openai")
+FLAVOURS = ("vllm", "sglang", "transformers", "moe-chat", "openai")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ def flavour(models: list[ServedModel], stated: str) -> str:
         return "vllm"
     if "sglang" in owners:
         return "sglang"
+    if "moe-chat" in owners:  # another MoE Chat's API
+        return "moe-chat"
     if any("status" in m.extra for m in models):  # `transformers serve` reports whether each model is loaded
         return "transformers"
     return "openai"

@@ -46,10 +46,10 @@ def page(monkeypatch, tmp_path, db_path, server):
     st.cache_resource.clear()
 
 
-def connect(at, model_id: str) -> None:
+def connect(at, server, model_id: str) -> None:
     at.sidebar.selectbox(key="model_choice").set_value(model_id).run()
     at.sidebar.button(key="load_model").click().run()
-    run_until(at, "connected", timeout=60)
+    run_until(at, f"{server.name} {model_id}** connected", timeout=60)  # this row, not the one connected before
 
 
 def kill_when_streaming(server) -> None:
@@ -69,7 +69,7 @@ def last_answer(at) -> dict:
 
 
 def test_the_known_answer_streams_in_through_the_page(page, server):
-    connect(page, "remote")
+    connect(page, server, "remote")
     page.chat_input[0].set_value("Who are you?").run()
     assert chat_messages(page) == [("user", "Who are you?"), ("assistant", KNOWN_ANSWERS["Who are you?"])]
     stats = last_answer(page)["stats"]
@@ -77,7 +77,7 @@ def test_the_known_answer_streams_in_through_the_page(page, server):
 
 
 def test_stop_ends_the_request_on_the_server(page, server):
-    connect(page, "long")
+    connect(page, server, "long")
     try:
         page.chat_input[0].set_value("Tell me a story.").run(timeout=2.0)  # the run is stopped, as Stop does
     except RuntimeError:
@@ -104,7 +104,7 @@ def test_a_wrong_key_is_a_clear_error(page, server):
 
 
 def test_a_server_killed_mid_answer_keeps_the_partial_answer_and_the_page_recovers(page, server):
-    connect(page, "long")
+    connect(page, server, "long")
     killer = threading.Thread(target=kill_when_streaming, args=(server,))
     killer.start()
     page.chat_input[0].set_value("Tell me a story.").run(timeout=60)
@@ -114,7 +114,7 @@ def test_a_server_killed_mid_answer_keeps_the_partial_answer_and_the_page_recove
     errors = " ".join(e.value for e in page.chat_message[1].error)
     assert "closed the connection in the middle of the answer" in errors
     server.start()
-    connect(page, "remote")
+    connect(page, server, "remote")
     page.sidebar.button(key="clear_conversation").click().run()
     page.chat_input[0].set_value("Who are you?").run()
     assert chat_messages(page)[-1] == ("assistant", KNOWN_ANSWERS["Who are you?"])

@@ -144,6 +144,7 @@ class FakeBackend:
 
     def __init__(self, spec, script: FakeScript) -> None:
         self.spec = spec
+        self.context = CONTEXT
         self._script = script
         self._slots = SlotQueue(script.slots)
         self.closed = False

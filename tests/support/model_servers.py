@@ -23,6 +23,7 @@ from tests.support.server import free_port
 
 VLLM_VENV = Path(os.environ.get("MOE_CHAT_VLLM_VENV", ROOT / ".venv-vllm"))
 VLLM_PYTHON = VLLM_VENV / "bin" / "python"
+VLLM_REQUIRED = os.environ.get("MOE_CHAT_REQUIRE_VLLM") == "1"  # read at import: the tests' environment drops it
 VLLM_KEY = "test-key-for-vllm"
 SERVED_NAME = "demo-moe"
 

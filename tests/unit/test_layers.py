@@ -19,7 +19,7 @@ LAYERS = {
     "planner": {"common", "model_loader"},
     "chat_engine": {"common", "model_loader"},
     "components": {"common", "conversations", "chat_engine", "model_loader"},
-    "web": {"common"},
+    "web": {"common", "chat_engine", "model_loader"},
 }
 # What of the engine the page may see: the seam and its value types, never a backend or the Engine class.
 COMPONENT_ENGINE_MODULES = {"chat_engine.interface", "chat_engine.params", "chat_engine.budget", "chat_engine.prompt"}

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from tests.browser.conftest import browser, page, step_screenshots  # noqa: F401 - Chromium, and failure pictures
 from tests.browser.test_chat_in_browser import WATCH_ANSWER, answer_text, ask, switch_model
 from tests.support.helpers import KNOWN_ANSWERS
 from tests.support.model_servers import VLLM_KEY, VllmServer
@@ -17,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.remote, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("server_fixture", ["tserve", "vllm"])
-def test_the_known_answer_streams_in_from_the_server(request, tmp_path, page, server_fixture):  # noqa: F811
+def test_the_known_answer_streams_in_from_the_server(request, tmp_path, page, server_fixture):
     server = request.getfixturevalue(server_fixture)
     key = {"api_key_env": "TEST_VLLM_KEY"} if isinstance(server, VllmServer) else {}
     models = tmp_path / "models.toml"

@@ -1,0 +1,163 @@
+"""An OpenAI chat-completions request, checked field by field: what the app can honour, or a refusal naming the field.
+
+Pure: no server, no engine. Everything a request may say is listed here; anything else is refused, never ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from chat_engine.params import GenerationParams
+from common.errors import MoEChatError
+from common.messages import Message
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MAX_STOPS = 4  # as OpenAI allows
+# Fields with no effect on the answer, taken and not used (OpenAI's own metadata).
+METADATA = {"user", "metadata", "store"}
+KNOWN = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+         "top_p", "seed", "stop", "n", "top_k", "repetition_penalty", "ignore_eos"} | METADATA
+
+
+class ApiError(MoEChatError):
+    """A request the API refuses: the HTTP status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param, self.code, self.kind = status, param, code, kind
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What one request asks for, in the app's terms."""
+
+    model: str
+    messages: tuple[Message, ...]
+    params: GenerationParams
+    stream: bool
+    include_usage: bool
+    stop: tuple[str, ...]
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float, integer: bool = False) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    kind_ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not kind_ok or (not integer and not math.isfinite(value)):
+        raise bad(f"{name} must be {'an integer' if integer else 'a number'}; got {value!r}.", name)
+    if not low <= value <= high:
+        raise bad(f"{name} must be between {low:g} and {high:g}; got {value!r}.", name)
+    return value
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise bad(f"{where}[{j}] is a {kind!r} part; only text parts are supported.", f"{where}[{j}].type")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise bad(f"{where} must be a string or a list of text parts.", where)
+
+
+def _messages(value: Any, max_chars: int) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise bad("messages must be a non-empty list of {role, content} objects.", "messages")
+    messages = []
+    for i, item in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise bad(f"{where} must be an object with role and content.", where)
+        extra = set(item) - {"role", "content", "name"}
+        if extra:
+            raise bad(f"{where} has fields this server does not support: {sorted(extra)}.", f"{where}.{min(extra)}")
+        role = ROLES.get(item.get("role"))
+        if role is None:
+            raise bad(f"{where}.role must be one of {sorted(ROLES)}; got {item.get('role')!r}.", f"{where}.role")
+        text = _content(item.get("content"), f"{where}.content")
+        if len(text) > max_chars:
+            raise ApiError(413, f"{where} has {len(text):,} characters; the limit is {max_chars:,}.",
+                           param=f"{where}.content", code="message_too_long")
+        messages.append({"role": role, "content": text})
+    return tuple(messages)
+
+
+def parse(body: Any, defaults: GenerationParams, max_chars: int) -> ChatRequest:
+    """The request, checked against what this server honours; raises `ApiError` naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.", None)
+    unknown = sorted(set(body) - KNOWN)
+    if unknown:
+        raise bad(f"This server does not support {unknown[0]!r} (supported: {', '.join(sorted(KNOWN))}).",
+                  unknown[0], code="unsupported_parameter")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model is required: the id /v1/models lists.", "model")
+    n = _number(body, "n", 1, 128, integer=True)
+    if n not in (None, 1):
+        raise bad("n must be 1: this server generates one answer per request.", "n", code="unsupported_value")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad("stream must be true or false.", "stream")
+    options = body.get("stream_options")
+    if options is not None and (not stream or not isinstance(options, dict) or set(options) - {"include_usage"}):
+        raise bad("stream_options takes only include_usage, and only with stream: true.", "stream_options")
+    stop = body.get("stop")
+    if stop is None or isinstance(stop, str | list):
+        stops: tuple[Any, ...] | None = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    else:
+        stops = None
+    if stops is None or len(stops) > MAX_STOPS or not all(isinstance(s, str) and s for s in stops):
+        raise bad(f"stop must be a non-empty string or a list of at most {MAX_STOPS} of them.", "stop")
+    if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
+        raise bad("Give max_tokens or max_completion_tokens, not both.", "max_completion_tokens")
+    limit = ("max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens")
+    max_new = _number(body, limit, 1, 1_000_000, integer=True)
+    temperature = _number(body, "temperature", 0, 2)
+    top_p = _number(body, "top_p", 0, 1)
+    if top_p == 0:
+        raise bad("top_p must be above 0.", "top_p")
+    seed = _number(body, "seed", -(2**63), 2**64 - 1, integer=True)
+    top_k = _number(body, "top_k", -1, 1_000_000, integer=True)
+    penalty = _number(body, "repetition_penalty", 0, 10)
+    if penalty == 0:
+        raise bad("repetition_penalty must be above 0.", "repetition_penalty")
+    changes: dict[str, Any] = {}
+    if max_new is not None:
+        changes["max_new_tokens"] = max_new
+    if temperature is not None:
+        changes["do_sample"] = temperature > 0
+        if temperature > 0:
+            changes["temperature"] = float(temperature)
+    if top_p is not None:
+        changes["top_p"] = float(top_p)
+    if top_k is not None:
+        changes["top_k"] = max(top_k, 0)  # -1 and 0 both mean off, as in vLLM
+    if penalty is not None:
+        changes["repetition_penalty"] = float(penalty)
+    ignore_eos = body.get("ignore_eos")
+    if ignore_eos is not None:
+        if not isinstance(ignore_eos, bool):
+            raise bad("ignore_eos must be true or false.", "ignore_eos")
+        changes["ignore_eos"] = ignore_eos
+    if seed is not None:
+        changes["seed"] = seed % 2**32  # torch seeds are unsigned 64-bit; the same request gives the same answer
+    return ChatRequest(model=model, messages=_messages(body.get("messages"), max_chars),
+                       params=defaults.updated(**changes), stream=stream,
+                       include_usage=bool(options and options.get("include_usage")), stop=stops)
