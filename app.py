@@ -82,8 +82,11 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
             engine.start_load(default)
             load_panel.wait_for_job(engine.job)  # the first page waits in place; the same background load
     job = engine.job()
+    def list_served(url: str, key_env: str) -> list[str]:
+        return served_model_names(url, registry.checked_key_env(key_env) or "", settings)
+
     choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running,
-                                         list_served=partial(served_model_names, settings=settings))
+                                         list_served=list_served if settings.add_servers == "on" else None)
     if choice.added_server:
         try:
             registry, added = registry.with_server(*choice.added_server)

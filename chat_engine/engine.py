@@ -167,14 +167,16 @@ class Engine:
 
     def chat(self, messages: Sequence[Message], params: GenerationParams | None = None,
              stop: threading.Event | None = None, owner: str | None = None,
-             on_wait: WaitCallback | None = None, client: str | None = None) -> Reply:
+             on_wait: WaitCallback | None = None, client: str | None = None, routing: bool = False,
+             expect_model: str | None = None) -> Reply:
         """Start answering `messages`; iterate the returned reply for the text.
 
         `owner` names who asks (a browser session): a new request of the same owner first cancels that owner's
         running reply and waits for it, so a page rerun never leaves one running behind it. `on_wait` is told the
         reply's place in line while it waits for the model; `client` (the browser's address) is whom the line is
-        fair between. Older turns that no longer fit the context are left
-        out (`reply.budget.notice` says how many).
+        fair between; `expect_model` refuses the request if another model was loaded since the caller looked (an
+        API request must never be answered by a model it did not name). Older turns that no longer fit the
+        context are left out (`reply.budget.notice` says how many).
         """
         if owner is not None:
             previous = self._by_owner.pop(owner, None)
@@ -183,8 +185,11 @@ class Engine:
                 previous.join(timeout=30.0)
         with self._lock:
             backend = self._require_backend()
+            if expect_model is not None and backend.spec.id != expect_model:  # switched while this one waited
+                raise ModelNotLoadedError(f"{expect_model} was switched for {backend.spec.name} a moment ago.")
             reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait,
-                                        client=client or owner)  # no address known: each session its own share
+                                        client=client or owner,  # no address known: each session its own share
+                                        routing=routing)
             self._replies = {r for r in self._replies if not r.join(timeout=0)} | {reply}
             if owner is not None:
                 self._by_owner[owner] = reply

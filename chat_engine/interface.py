@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from chat_engine.budget import Budget
 from chat_engine.params import GenerationParams
 from common.messages import Message
+from common.routing import Routing
 
 if TYPE_CHECKING:
     from model_loader.download import DownloadProgress
@@ -48,7 +49,8 @@ class Reply(Protocol):
     """One answer being generated. Iterate it for text; everything else about it is set by the backend that built it.
 
     `budget` is the context budget the prompt was cut to, `params` what it generates with, `result` how it ended
-    (set once iteration stops), `interruption` why someone else stopped it (a model switch), for its reader.
+    (set once iteration stops), `interruption` why someone else stopped it (a model switch), for its reader,
+    `routing` the experts each token used (set once iteration stops, when recorded).
     A failure is raised to the iterating caller as a `MoEChatError`.
     """
 
@@ -56,6 +58,7 @@ class Reply(Protocol):
     params: GenerationParams
     result: GenerationResult | None
     interruption: str | None
+    routing: Routing | None  # which experts each token used, when asked for and the backend can see its routers
 
     def __iter__(self) -> Iterator[str]: ...
 
@@ -118,9 +121,10 @@ class Backend(Protocol):
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None) -> Reply:
+                    client: str | None = None, routing: bool = False) -> Reply:
         """Start answering `messages`; the reply waits in the backend's line, fairly between `client`s, when the
-        model is busy (raises LineFullError when that client already has its share of the line)."""
+        model is busy (raises LineFullError when that client already has its share of the line). With `routing`,
+        a backend that can see its model's routers records which experts each token used (`reply.routing`)."""
         ...
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ class Settings:
     stream_interval_s: float = 0.05  # the page redraws a streaming answer at most 20 times a second
     save_interval_s: float = 3.0  # an answer being written is saved this often (a crash loses at most this)
     memory_refresh_s: float = 2.0
+    add_servers: str = "on"  # "off" hides "Add a model server" (page users then reach only the rows of models.toml)
     model_roots: str = ""  # folders (os.pathsep-separated) under which "Add a local model folder" accepts one
 
     def allowed_model_roots(self) -> tuple[Path, ...]:
@@ -82,4 +83,6 @@ class Settings:
         settings = cls(**kwargs)
         if settings.device not in ("auto", "cpu", "cuda"):
             raise MoEChatError(f"{_PREFIX}DEVICE must be auto, cpu or cuda, not {settings.device!r}.")
+        if settings.add_servers not in ("on", "off"):
+            raise MoEChatError(f"{_PREFIX}ADD_SERVERS must be on or off, not {settings.add_servers!r}.")
         return settings

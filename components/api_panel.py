@@ -8,10 +8,10 @@ import streamlit as st
 
 
 def base_url(page_url: str | None) -> str:
-    """The API's address as the browser reaches the page (through a port forward or a tunnel alike)."""
+    """The API's address as the browser reaches the page (through a port forward or a tunnel alike): the routes sit
+    at the server's root, whatever path the page has."""
     parts = urlsplit(page_url or "http://localhost:6006/")
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}{path}/v1"
+    return f"{parts.scheme}://{parts.netloc}/v1"
 
 
 def render(enabled: bool, model_id: str | None) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from common.errors import MoEChatError
-from components import state
+from components import routing_view, state
 from components.markdown import escape_dollars
 from components.throttle import coalesce
 from conversations.records import AnswerStats
@@ -93,6 +93,8 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
                 st.caption(stats_line(stats))
                 if stats.error:
                     show_error(stats.error)
+                if stats.routing:
+                    routing_view.render(stats.routing, key=f"routing_{i}")
             if message["role"] == "assistant":
                 left, right, _ = st.columns([1, 1, 3])
                 with left:

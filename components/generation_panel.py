@@ -117,6 +117,11 @@ def render(engine: Any, spec: Any, model_id: str, settings: Any, messages: list[
         st.warning(str(exc), icon=":material/schedule:")
         return system, None
     params = render_params(defaults, model_id)
+    remote = bool(spec is not None and getattr(spec, "remote", False))
+    st.toggle("Show the experts at work", key=state.RECORD_ROUTING, disabled=remote,
+              help="Records which experts each token used, in every MoE layer, and shows it under the answer "
+                   "(saved with it)." if not remote else "Needs a model loaded in this app: a server's routers "
+                   "are out of sight.")
     max_new = params.max_new_tokens if params else settings.max_new_tokens
     render_token_count(lambda: engine.context_budget(to_send(messages, system), max_new) if messages else None)
     render_exact_prompt(lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))

@@ -73,9 +73,11 @@ def _add_server(list_served: Callable[[str, str], list[str]]) -> tuple[str, str,
     with st.expander("Add a model server"):
         st.caption("Any OpenAI-compatible server: vLLM, SGLang, `transformers serve`, another MoE Chat.")
         url = st.text_input("Server address", key="server_url", placeholder="http://10.0.0.5:8000/v1").strip()
-        key_env = st.text_input("API key variable (optional)", key="server_key_env", placeholder="VLLM_API_KEY",
-                                help="The NAME of an environment variable of this app holding the server's key; "
-                                     "the key itself is never typed here.").strip()
+        key_env = st.text_input("API key variable (optional)", key="server_key_env",
+                                placeholder="MOE_CHAT_SERVER_KEY_VLLM",
+                                help="The NAME of an environment variable of this app holding the server's key "
+                                     "(MOE_CHAT_SERVER_KEY_..., or one a row of models.toml names); the key "
+                                     "itself is never typed here.").strip()
         if st.button("List its models", key="list_server_models", disabled=not url):
             try:
                 st.session_state[state.SERVER_MODELS] = (url, key_env, list_served(url, key_env))

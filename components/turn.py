@@ -71,7 +71,8 @@ def answer_stats(reply: Reply | None, reason: str, params: GenerationParams, err
         finish_reason=reason, tokens=result.new_tokens if result else (reply.new_tokens if reply else 0),
         ttft_s=result.time_to_first_token_s if result else None, tokens_per_s=result.tokens_per_s if result else None,
         sampling=sampling_text(used), note=reply.interruption if reply is not None else None, error=error,
-        queue_place=queue_place)
+        queue_place=queue_place,
+        routing=reply.routing.to_dict() if result is not None and getattr(reply, "routing", None) else None)
 
 
 def accepted(text: str | None, settings: Settings) -> str | None:
@@ -223,7 +224,7 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
 
         try:
             reply = ctx.start_reply(to_send(messages, ctx.system), params, owner=ctx.owner, on_wait=waiting,
-                                    client=ctx.client)
+                                    client=ctx.client, routing=bool(st.session_state.get(state.RECORD_ROUTING)))
         except ContextOverflowError as exc:
             refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
             try:

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from common.routing import Routing
+
 
 @dataclass(frozen=True)
 class StoredMessage:
@@ -56,6 +58,7 @@ class AnswerStats:
     note: str | None = None  # who stopped it and why, when it was not the reader
     error: str | None = None  # what went wrong and what to do, kept under the answer
     queue_place: int | None = None  # the farthest back in line it waited for the model (1: next), if it waited
+    routing: dict[str, Any] | None = None  # which experts each token used (common.routing.Routing.to_dict()), if kept
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON shape: fields that are set."""
@@ -68,8 +71,10 @@ class AnswerStats:
             return [f"stats must be an object; got {type(data).__name__}"]
         known = {f.name for f in fields(cls)}
         found = [f"unknown stats key {key!r}" for key in sorted(set(data) - known)]
+        if data.get("routing") is not None:
+            found += Routing.problems(data["routing"])
         kept = cls.from_dict(data)
-        found += [f"stats {key!r} has a wrong value {data[key]!r}" for key in sorted(set(data) & known)
+        found += [f"stats {key!r} has a wrong value {data[key]!r}" for key in sorted(set(data) & known - {"routing"})
                   if data[key] is not None and getattr(kept, key) != data[key]]
         return found
 
@@ -85,6 +90,8 @@ class AnswerStats:
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
             elif f.name in ("ttft_s", "tokens_per_s"):
                 ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            elif f.name == "routing":
+                ok = value is not None and not Routing.problems(value)
             else:
                 ok = isinstance(value, str)
             if ok:

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 NEEDED = ("config.json", "generation_config.json", "tokenizer*.json", "tokenizer*.model", "special_tokens_map.json",
           "added_tokens.json", "vocab*.json", "vocab*.txt", "merges*.txt", "chat_template*.jinja",
           "chat_template*.json", "spiece.model", "sentencepiece*.model", "*.tiktoken")
-TOKENIZER = tuple(p for p in NEEDED if p != "generation_config.json")  # config.json names the tokenizer class
 REMOTE_CODE = ("*.py",)  # only rows with trust_remote_code run the repository's own code
 # Weight formats, preferred first: (single file, index of shards, shard names).
 WEIGHTS = (("model.safetensors", "model.safetensors.index.json", "model-*.safetensors"),
@@ -40,9 +39,9 @@ class DownloadCancelled(MoEChatError):
 
 def select_files(paths: Iterable[str], remote_code: bool = False, weights: bool = True) -> list[str]:
     """The files of a repository that loading needs: config, tokenizer, and one weight format (unless not
-    `weights`: then the tokenizer's files and config.json alone)."""
+    `weights`: then the tokenizer's files, config.json and generation_config.json alone)."""
     top = [p for p in paths if "/" not in p]
-    wanted = (NEEDED if weights else TOKENIZER) + (REMOTE_CODE if remote_code else ())
+    wanted = NEEDED + (REMOTE_CODE if remote_code else ())
     keep = {p for p in top if any(fnmatch.fnmatchcase(p, pattern) for pattern in wanted)}
     return sorted(keep | set(_weights(top) if weights else ()))
 
@@ -80,9 +79,10 @@ def model_dir(spec: ModelSpec, settings: Settings, on_progress: Callable[[Downlo
 
 
 def tokenizer_dir(ref: str, settings: Settings, on_progress: Callable[[DownloadProgress], None] | None = None,
-                  cancel: threading.Event | None = None) -> Path:
+                  cancel: threading.Event | None = None, remote_code: bool = False) -> Path:
     """The local folder of the tokenizer a server row names: a folder, or a hub repository ("org/name" on
-    ModelScope, "hf:org/name" on Hugging Face) of which only the tokenizer files and config.json are fetched."""
+    ModelScope, "hf:org/name" on Hugging Face) of which only the tokenizer files, config.json and
+    generation_config.json are fetched (and its code, for a row with trust_remote_code)."""
     if is_folder_ref(ref):
         folder = Path(ref).expanduser()
         if not folder.is_dir():
@@ -92,7 +92,7 @@ def tokenizer_dir(ref: str, settings: Settings, on_progress: Callable[[DownloadP
     source, repo = ("huggingface", ref[3:]) if ref.startswith("hf:") else ("modelscope", ref.removeprefix("ms:"))
     hub = HUBS[source]
     marker = settings.cache_dir / MARKERS / f"{source}--{repo.replace('/', '--')}--tokenizer.json"
-    return _fetch(hub, repo, False, settings, marker, on_progress, cancel, weights=False)
+    return _fetch(hub, repo, remote_code, settings, marker, on_progress, cancel, weights=False)
 
 
 @dataclass(frozen=True)

@@ -107,13 +107,26 @@ class Registry:
             return self, self.get(spec.id)
         return Registry(self.specs + (spec,)), spec
 
+    def checked_key_env(self, name: str | None) -> str | None:
+        """A key variable typed in the sidebar, if a page user may have it sent to a server: one a row of the
+        models files names, or one named MOE_CHAT_SERVER_KEY_*. Any other (MOE_CHAT_API_KEY, HF_TOKEN, cloud
+        credentials) could be sent to any address a page user types."""
+        key_env = (name or "").strip() or None
+        if key_env is None:
+            return None
+        if not _ENV_NAME.fullmatch(key_env):
+            raise RegistryError(f"{key_env[:80]!r} is not an environment variable name: give the NAME of the "
+                                "variable holding the key (e.g. MOE_CHAT_SERVER_KEY_VLLM), never the key itself.")
+        if not key_env.startswith(SIDEBAR_KEY_PREFIX) and key_env not in {s.api_key_env for s in self.specs}:
+            raise RegistryError(f"From the sidebar, a key may come only from a variable named {SIDEBAR_KEY_PREFIX}"
+                                "... or one a row of models.toml names: start the app with "
+                                f"{SIDEBAR_KEY_PREFIX}<NAME>=<the server's key> and give that name.")
+        return key_env
+
     def with_server(self, base_url: str, model: str, api_key_env: str | None = None) -> tuple[Registry, ModelSpec]:
         """Add (or reuse) a row for a model served at `base_url` (picked from its /v1/models in the sidebar)."""
         url = checked_base_url(base_url)
-        key_env = (api_key_env or "").strip() or None
-        if key_env is not None and not _ENV_NAME.fullmatch(key_env):
-            raise RegistryError(f"{key_env[:80]!r} is not an environment variable name: give the NAME of the "
-                                "variable holding the key (e.g. VLLM_API_KEY), never the key itself.")
+        key_env = self.checked_key_env(api_key_env)
         spec = ModelSpec(id=f"server:{model}@{url}", name=f"{model} (server)", source="openai", backend="openai",
                          base_url=url, model=model, api_key_env=key_env, notes=f"Served by {url}")
         if spec.id in self.ids:
@@ -122,6 +135,7 @@ class Registry:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+SIDEBAR_KEY_PREFIX = "MOE_CHAT_SERVER_KEY_"
 
 
 def is_folder_ref(ref: str | None) -> bool:
@@ -135,6 +149,9 @@ def checked_base_url(text: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
         raise RegistryError(f"{text.strip()[:200]!r} is not a server address: give one like http://10.0.0.5:8000/v1.")
+    if parts.username or parts.password:
+        raise RegistryError("A server address may not carry a user name or password (it is shown and logged): put "
+                            "the key in an environment variable and name it in api_key_env.")
     return url if parts.path.endswith("/v1") else url + "/v1"
 
 

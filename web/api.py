@@ -20,8 +20,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -29,7 +30,7 @@ from chat_engine.budget import ContextOverflowError
 from chat_engine.engine import shared_engine
 from chat_engine.interface import Reply
 from chat_engine.slots import LineFullError
-from common.errors import InvalidParameterError, ModelNotLoadedError, MoEChatError
+from common.errors import ChatTemplateError, InvalidParameterError, ModelNotLoadedError, MoEChatError
 from common.settings import Settings
 from web.api_request import ApiError, ChatRequest, bad, parse
 from web.stop_text import StopText
@@ -61,7 +62,8 @@ def _authorize(request: Request, settings: Settings) -> None:
         raise ApiError(403, DISABLED, code="api_disabled", kind="permission_error")
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not hmac.compare_digest(given.encode(), key.encode()):  # constant time: no timing hints about the key
+    wanted = key.strip().encode("utf-8", "replace")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), wanted):  # constant time: no hints about the key
         raise ApiError(401, "Invalid API key: send Authorization: Bearer <the app's MOE_CHAT_API_KEY>.",
                        code="invalid_api_key", kind="authentication_error")
 
@@ -102,12 +104,15 @@ async def _body(request: Request) -> Any:
     if size > MAX_BODY_BYTES:
         raise ApiError(413, f"The request body has {size:,} bytes; the limit is {MAX_BODY_BYTES:,}.",
                        code="request_too_large")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"The request body is over the limit of {MAX_BODY_BYTES:,} bytes.",
-                           code="request_too_large")
+    raw = bytearray()
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise ApiError(413, f"The request body is over the limit of {MAX_BODY_BYTES:,} bytes.",
+                               code="request_too_large")
+    except ClientDisconnect:
+        raise ApiError(400, "The client went away while sending the request.", code="client_disconnected") from None
     try:
         return json.loads(raw)
     except ValueError:
@@ -129,13 +134,17 @@ def _start(settings: Settings, req_body: Any, client: str) -> tuple[ChatRequest,
         messages = list(request.messages)
         budget = engine.context_budget(messages, request.params.max_new_tokens)
         if budget.dropped_turns:
-            raise ContextOverflowError(budget.prompt_tokens + budget.dropped_turns, request.params.max_new_tokens,
-                                       budget.context)
-        reply = engine.chat(messages, request.params, client=client)
+            raise ApiError(400, f"These {len(messages)} messages do not fit the model's {budget.context:,}-token "
+                                f"context with {request.params.max_new_tokens:,} tokens kept for the answer: send "
+                                "fewer or shorter messages, or a lower max_tokens. Nothing is cut silently.",
+                           param="messages", code="context_length_exceeded")
+        reply = engine.chat(messages, request.params, client=client, expect_model=status.model_id)
     except ContextOverflowError as exc:
         raise ApiError(400, f"This conversation does not fit the model's {exc.context:,}-token context with "
                             f"{exc.max_new_tokens:,} tokens for the answer. {str(exc).split('. ')[-1]}",
                        param="messages", code="context_length_exceeded") from None
+    except ChatTemplateError as exc:
+        raise bad(str(exc), "messages", code="invalid_messages") from None
     except LineFullError as exc:
         raise ApiError(429, str(exc), code="rate_limit_exceeded", kind="rate_limit_error",
                        headers={"Retry-After": "5"}) from None
@@ -143,7 +152,15 @@ def _start(settings: Settings, req_body: Any, client: str) -> tuple[ChatRequest,
         raise _not_ready(engine.status()) from None
     except InvalidParameterError as exc:
         raise bad(str(exc), None) from None
+    except ApiError:
+        raise
+    except MoEChatError as exc:
+        raise ApiError(500, str(exc), code="server_error", kind="server_error") from None
     return request, reply, status.model_id or ""
+
+
+class ClientGone(Exception):
+    """The client of a non-streamed answer hung up."""
 
 
 class Pump:
@@ -250,7 +267,7 @@ async def _whole(answer: Answer, request: Request) -> str:
             if not step.done() and await request.is_disconnected():
                 answer.reply.cancel()
                 step.cancel()
-                raise asyncio.CancelledError
+                raise ClientGone
         try:
             parts.append(step.result())
         except StopAsyncIteration:
@@ -278,14 +295,21 @@ async def chat_completions(request: Request) -> Response:
     except ApiError as exc:
         log.info("api %s refused: %d %s", request_id, exc.status, exc.code)
         return _error(exc)
+    except Exception:  # whatever else: still OpenAI's error shape, and the traceback in the log
+        log.exception("api %s failed", request_id)
+        return _error(ApiError(500, "The server failed to start this answer; its log says why.",
+                               code="server_error", kind="server_error"))
     answer = Answer(chat, reply, Pump(reply, asyncio.get_running_loop()))
-    if chat.stream:
+    if chat.stream:  # the background task also runs when the client left before the first byte
         return StreamingResponse(_stream(answer, request_id, model, started), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                 background=BackgroundTask(reply.cancel))
     try:
         text = await _whole(answer, request)
     except MoEChatError as exc:
-        return _error(ApiError(503, str(exc), code="generation_failed", kind="server_error"))
+        return _error(ApiError(500, str(exc), code="generation_failed", kind="server_error"))
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it; the answer was stopped
     finally:
         reply.cancel()
         _log(request_id, model, answer, started)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_engine.params import GenerationParams
+from chat_engine.prompt import clean_text
 from common.errors import MoEChatError
 from common.messages import Message
 
@@ -17,6 +18,9 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 MAX_STOPS = 4  # as OpenAI allows
 # Fields with no effect on the answer, taken and not used (OpenAI's own metadata).
 METADATA = {"user", "metadata", "store"}
+# OpenAI fields taken only at the value that changes nothing, as clients often send them explicitly.
+NEUTRAL = {"logprobs": (False, None), "presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None),
+           "response_format": ({"type": "text"}, None), "parallel_tool_calls": (True, False, None)}
 KNOWN = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
          "top_p", "seed", "stop", "n", "top_k", "repetition_penalty", "ignore_eos"} | METADATA
 
@@ -90,7 +94,7 @@ def _messages(value: Any, max_chars: int) -> tuple[Message, ...]:
         role = ROLES.get(item.get("role"))
         if role is None:
             raise bad(f"{where}.role must be one of {sorted(ROLES)}; got {item.get('role')!r}.", f"{where}.role")
-        text = _content(item.get("content"), f"{where}.content")
+        text = clean_text(_content(item.get("content"), f"{where}.content"))  # as typed text is on the page
         if len(text) > max_chars:
             raise ApiError(413, f"{where} has {len(text):,} characters; the limit is {max_chars:,}.",
                            param=f"{where}.content", code="message_too_long")
@@ -102,7 +106,10 @@ def parse(body: Any, defaults: GenerationParams, max_chars: int) -> ChatRequest:
     """The request, checked against what this server honours; raises `ApiError` naming the field otherwise."""
     if not isinstance(body, dict):
         raise bad("The request body must be a JSON object.", None)
-    unknown = sorted(set(body) - KNOWN)
+    for name, allowed in NEUTRAL.items():
+        if name in body and body[name] not in allowed:
+            raise bad(f"This server does not support {name} = {body[name]!r}.", name, code="unsupported_parameter")
+    unknown = sorted(set(body) - KNOWN - set(NEUTRAL))
     if unknown:
         raise bad(f"This server does not support {unknown[0]!r} (supported: {', '.join(sorted(KNOWN))}).",
                   unknown[0], code="unsupported_parameter")

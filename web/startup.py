@@ -76,6 +76,9 @@ def no_delay_on_listening_sockets() -> int:
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     configure_logging()
-    log.info("TCP_NODELAY set on %d listening socket(s)", no_delay_on_listening_sockets())
+    try:
+        log.info("TCP_NODELAY set on %d listening socket(s)", no_delay_on_listening_sockets())
+    except Exception:  # noqa: BLE001 - slower small responses, never a server that does not start
+        log.warning("could not set TCP_NODELAY on the listening socket", exc_info=True)
     threading.Thread(target=preload_default, name="moe-chat-preload", daemon=True).start()
     yield

@@ -91,13 +91,15 @@ class OpenAIBackend:
         if count is not None:
             try:
                 return fit_to_context(messages, count, self.context, max_new_tokens)
-            except httpx2.HTTPError:  # the server's /tokenize failed this time: count roughly rather than fail
+            except (httpx2.HTTPError, KeyError, ValueError, TypeError):  # /tokenize failed: count roughly instead
                 pass
         return replace(fit_to_context(messages, estimate, self.context, max_new_tokens), estimated=True)
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None) -> RemoteStream:
+                    client: str | None = None, routing: bool = False) -> RemoteStream:
+        """`routing` is not recorded: a server's routers are out of sight (vLLM and SGLang can return routed
+        experts only for whole, non-streamed answers)."""
         budget = self.budget(messages, params.max_new_tokens)
         body = request_body(self.spec.model or "", budget.messages, params, self.connection.flavour)
         return RemoteStream(self.connection.client, body, budget=budget, params=params, translate=self._translate,

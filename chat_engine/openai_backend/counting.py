@@ -12,6 +12,7 @@ from chat_engine.budget import TokenCounter
 from chat_engine.prompt import check_messages
 from common.messages import Message
 
+TOKENIZE_TIMEOUT_S = 5.0  # counting must never hold a page run (or the engine) for the stall limit
 CHARS_PER_TOKEN = 3.0  # English text runs ~4 characters a token, Chinese ~1.5: erring towards more tokens
 TOKENS_PER_MESSAGE = 6  # role markers and separators a chat template adds around each message
 
@@ -33,7 +34,8 @@ def server_counter(http: httpx2.Client, model: str) -> TokenCounter | None:
     @lru_cache(maxsize=256)
     def tokenize(messages: tuple[tuple[str, str], ...]) -> int:
         response = http.post("/tokenize", json={"model": model, "add_generation_prompt": True,
-                                                "messages": [{"role": r, "content": c} for r, c in messages]})
+                                                "messages": [{"role": r, "content": c} for r, c in messages]},
+                             timeout=TOKENIZE_TIMEOUT_S)
         response.raise_for_status()
         return int(response.json()["count"])
 

@@ -42,12 +42,13 @@ class OpenAILoader:
         http = make_http(where, key, settings.connect_timeout_s, settings.stall_timeout_s)
         try:
             client = make_client(where, key, http)
-            served = _served(list_models(client, where, settings.connect_timeout_s), spec)
+            served = _served(list_models(client, where, settings.connect_timeout_s, settings.stall_timeout_s), spec)
             kind = flavour([served], spec.server)
             tokenizer, folder = None, None
             if spec.tokenizer:
                 on_stage(LoadStage("downloading", f"Fetching the tokenizer of {spec.model} ({spec.tokenizer})..."))
-                folder = tokenizer_dir(spec.tokenizer, settings, on_progress=on_progress, cancel=cancel)
+                folder = tokenizer_dir(spec.tokenizer, settings, on_progress=on_progress, cancel=cancel,
+                                       remote_code=spec.trust_remote_code)
                 tokenizer = load_tokenizer(spec, folder)
             if tokenizer is not None and getattr(tokenizer, "chat_template", None):
                 tokenizer.model_max_length = int(1e30)  # the budget enforces the context, without warnings

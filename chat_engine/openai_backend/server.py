@@ -17,6 +17,7 @@ import openai
 from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError
 from model_loader.registry import checked_base_url
 
+LIST_TIMEOUT_S = 30.0  # the sidebar's "List its models" waits no longer for an answer
 FLAVOURS = ("vllm", "sglang", "transformers", "moe-chat", "openai")
 
 
@@ -63,12 +64,14 @@ def root_url(base_url: str) -> str:
     return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
-def list_models(client: openai.OpenAI, where: str, connect_s: float) -> list[ServedModel]:
-    """The models the server serves (raises `ModelLoadError` saying why it could not be asked)."""
+def list_models(client: openai.OpenAI, where: str, connect_s: float, read_s: float = 300.0,
+                quiet: bool = False) -> list[ServedModel]:
+    """The models the server serves (raises `ModelLoadError` saying why it could not be asked; `quiet`: without
+    repeating what the server answered, for addresses typed by page users)."""
     try:
         page = client.models.list()
     except Exception as exc:
-        raise ModelLoadError(str(translate(exc, where, connect_s=connect_s))) from exc
+        raise ModelLoadError(str(translate(exc, where, connect_s=connect_s, stall_s=read_s, quiet=quiet))) from exc
     models = []
     for item in page.data:
         extra = dict(item.model_extra or {})
@@ -82,8 +85,9 @@ def served_model_names(base_url: str, api_key_env: str, settings: Any) -> list[s
     """What a server typed into the sidebar serves (raises `MoEChatError` saying why it could not be asked)."""
     url = checked_base_url(base_url)
     key = api_key(api_key_env.strip() or None)
-    with make_http(url, key, settings.connect_timeout_s, settings.connect_timeout_s + 20) as http:
-        return [m.id for m in list_models(make_client(url, key, http), url, settings.connect_timeout_s)]
+    with make_http(url, key, settings.connect_timeout_s, LIST_TIMEOUT_S) as http:
+        return [m.id for m in list_models(make_client(url, key, http), url, settings.connect_timeout_s,
+                                          LIST_TIMEOUT_S, quiet=True)]
 
 
 def flavour(models: list[ServedModel], stated: str) -> str:
@@ -130,18 +134,21 @@ def server_said(exc: BaseException) -> str:
     return str(exc)[:300]
 
 
-_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "max_model_len", "too long",
-                  "longer than", "exceeds the", "maximum model length")
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "max_model_len", "maximum model length",
+                  "prompt is too long", "input is too long")
 _MODEL_WORDS = ("does not exist", "not found", "pinned", "unknown model", "no model", "is not served")
 
 
 def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_s: float = 300.0,
-              model: str = "") -> MoEChatError:
-    """A library exception as one domain error that says what happened and what to do."""
+              model: str = "", quiet: bool = False) -> MoEChatError:
+    """A library exception as one domain error that says what happened and what to do (`quiet`: without the
+    server's own words)."""
     if isinstance(exc, MoEChatError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        return _status_error(exc, where, model)
+        return _status_error(exc, where, model, quiet)
+    if type(exc) is openai.APIError and getattr(exc, "body", None):  # an error event inside the stream
+        return GenerationError(f"The server at {where} stopped the answer: {server_said(exc)}")
     causes = list(_chain(exc))
     if any(isinstance(c, httpx2.ConnectTimeout) for c in causes):
         return GenerationError(f"The server at {where} did not accept a connection within {connect_s:.0f} s. Check "
@@ -167,14 +174,16 @@ def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_
     return GenerationError(f"Talking to the server at {where} failed ({type(exc).__name__}: {str(exc)[:200]}).")
 
 
-def _status_error(exc: openai.APIStatusError, where: str, model: str) -> MoEChatError:
-    said = server_said(exc)
+def _status_error(exc: openai.APIStatusError, where: str, model: str, quiet: bool = False) -> MoEChatError:
+    said = f"HTTP {exc.status_code}" if quiet else server_said(exc)
     status = exc.status_code
     lowered = said.lower()
-    if status in (401, 403):
+    if status == 401:
         return GenerationError(f"The server at {where} refused the API key ({status}: {said[:120]}). Put the right key "
                                "in the environment variable the model's row names (api_key_env) and restart the app.")
-    if any(word in lowered for word in _CONTEXT_WORDS):
+    if status == 403:
+        return GenerationError(f"The server at {where} refused the request (403: {said[:200]}).")
+    if status in (400, 413, 422) and any(word in lowered for word in _CONTEXT_WORDS):
         return ServerContextError(f"The server refused the conversation as too long for its context ({said}). "
                                   "Start a new chat or lower max new tokens; setting the row's context to the "
                                   "server's limit makes the page cut old turns first.")

@@ -40,6 +40,7 @@ class RemoteStream(WorkerControl, Iterator[str]):
         self.budget = budget
         self.params = params
         self.interruption: str | None = None
+        self.routing = None  # a server's routers are out of sight
         self._client, self._body, self._translate = client, body, translate
         self._on_wait, self._slots, self._client_id, self._poll_s = on_wait, slots, client_id, poll_s
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -76,6 +77,8 @@ class RemoteStream(WorkerControl, Iterator[str]):
 
     def _read(self) -> None:
         self._http_stream = self._client.chat.completions.create(stream=True, **self._body)
+        if self.stop.is_set():  # stopped while the server prepared its answer: nothing to shut before now
+            return
         for chunk in self._http_stream:
             if chunk.usage is not None:
                 self._usage = chunk.usage

@@ -74,7 +74,7 @@ class TransformersBackend:
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None) -> ChatStream:
+                    client: str | None = None, routing: bool = False) -> ChatStream:
         loaded = self._require_loaded()
         model, tokenizer = loaded.model, loaded.tokenizer
         budget = self.budget(messages, params.max_new_tokens)
@@ -87,7 +87,7 @@ class TransformersBackend:
             raise translate_error(exc) from exc
         return ChatStream(model, tokenizer, inputs, config, budget=budget, params=params, stop=stop,
                           on_wait=on_wait, stall_timeout_s=self._settings.stall_timeout_s, slots=self._slots,
-                          client=client)
+                          client=client, record_routing=routing)
 
     def _require_loaded(self) -> LoadedModel:
         loaded = self.loaded

@@ -6,12 +6,16 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat_engine.budget import Budget
 from chat_engine.interface import FinishReason, GenerationResult, WaitCallback, WorkerControl
 from chat_engine.params import GenerationParams
 from common.errors import GenerationError, GenerationTimeout, MoEChatError
+
+if TYPE_CHECKING:
+    from chat_engine.transformers_backend.routing import RoutingTrace
+    from common.routing import Routing
 
 HAND_OVER_S = 0.02  # the worker hands text to the reader at most 50 times a second (the first token at once)
 
@@ -39,6 +43,7 @@ def _make_streamer(tokenizer: Any, poll_s: float, batch_s: float):
             self.new_tokens = 0
             self.first_token_at: float | None = None
             self.handed_over_at: float | None = None
+            self.on_hand_over: Any = None  # called in the generating thread after each hand-over (routing copies)
 
         def put(self, value: Any) -> None:
             if self.next_tokens_are_prompt:
@@ -54,6 +59,8 @@ def _make_streamer(tokenizer: Any, poll_s: float, batch_s: float):
                 if text:
                     self.handed_over_at = now
                     self.on_finalized_text(text)
+                    if self.on_hand_over is not None:
+                        self.on_hand_over()
 
         def _decode_new(self, final: bool) -> str:
             decode = self.tokenizer.decode
@@ -114,12 +121,15 @@ class ChatStream(WorkerControl, Iterator[str]):
     def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
                  *, budget: Budget, params: GenerationParams, stop: threading.Event | None = None,
                  on_wait: WaitCallback | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 slots: Any = None, client: str | None = None) -> None:
+                 slots: Any = None, client: str | None = None, record_routing: bool = False) -> None:
         self.stop = stop or threading.Event()
         self.result: GenerationResult | None = None
         self.budget = budget  # the context budget the prompt was cut to
         self.params = params  # the GenerationParams it runs with
         self.interruption: str | None = None  # why someone else stopped it (a model switch), for its reader
+        self.routing: Routing | None = None  # which experts each token used, when recorded (storable form)
+        self.routing_trace: RoutingTrace | None = None  # the same as tensors, for tests and tools
+        self._record_routing = record_routing
         self._on_wait = on_wait  # told the queue position while waiting for a slot
         self._slots = slots  # a SlotQueue shared by every generation on the model, or None
         self._client = client  # whom the line is fair between
@@ -154,11 +164,25 @@ class ChatStream(WorkerControl, Iterator[str]):
             if self.stop.is_set():  # cancelled just as its turn came
                 self._streamer.end()
                 return
-            with torch.inference_mode():
-                if self.params.seed is not None:  # seeded when its turn comes, not while others generate
-                    torch.manual_seed(self.params.seed)
-                out = model.generate(**kwargs)  # [1, prompt + new tokens]
+            recorder = None
+            if self._record_routing:
+                from chat_engine.transformers_backend.routing import RoutingRecorder, compact, shared_experts
+  # hooks only for this generation, in this thread; none at all otherwise
+                recorder = RoutingRecorder(model, self._prompt_tokens + self._max_new_tokens)
+                self._streamer.on_hand_over = recorder.pull
+            try:
+                with torch.inference_mode():
+                    if self.params.seed is not None:  # seeded when its turn comes, not while others generate
+                        torch.manual_seed(self.params.seed)
+                    out = model.generate(**kwargs)  # [1, prompt + new tokens]
+            finally:
+                if recorder is not None:
+                    recorder.close()
+                    self.routing_trace = recorder.trace(self._prompt_tokens)
             self._last_token = int(out[0, -1])
+            if recorder is not None:
+                self.routing = compact(self.routing_trace, out[0].tolist(), self._streamer.tokenizer,
+                                       shared_experts(model.config))
         except BaseException as exc:  # re-raised in the consumer's thread
             self._error = exc
             self._streamer.end()

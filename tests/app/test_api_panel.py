@@ -26,7 +26,9 @@ def api_routes():
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=ROUTES), log_level="critical", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
     while not server.started:
+        assert time.monotonic() < deadline, "the API routes did not start serving"
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
@@ -78,3 +80,22 @@ def test_with_a_key_the_sidebar_gives_the_address_and_examples(monkeypatch, db_p
     assert 'model="demo-moe"' in text and "chat/completions" in text
     if page_url:
         assert base_url(page_url) == "https://u123-6006.westc.gpuhub.com/v1"
+
+
+def test_an_unload_stops_an_api_answer_as_it_stops_a_page_answer(monkeypatch, db_path):
+    from chat_engine.engine import shared_engine
+    from common.settings import Settings
+    from model_loader.registry import load_registry
+
+    monkeypatch.setenv("MOE_CHAT_API_KEY", "k")
+    engine = shared_engine(Settings.from_env())
+    engine.load(load_registry().get("demo-moe"))
+    body = {"model": "demo-moe", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
+            "max_tokens": 2000, "ignore_eos": True}
+    with api_routes() as url, httpx2.stream("POST", url + "/chat/completions", json=body, timeout=60,
+                                            headers={"Authorization": "Bearer k"}) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        engine.unload()
+        rest = [line for line in lines if line]
+    assert "Stopped: the model was unloaded." in rest[-2] and '"error"' in rest[-2] and rest[-1] == "data: [DONE]"

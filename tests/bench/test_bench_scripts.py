@@ -27,6 +27,8 @@ EXPECTED = {
                      r"transformers serve: latency p50 [\d.]+ ms", r"latency ours / theirs = [\d.]+",
                      r"MoE Chat API: 2 clients x 2: 4/4 correct in [\d.]+ s = [\d.]+ answers/s",
                      r"transformers serve: 2 clients x 2: 4/4 correct in [\d.]+ s = [\d.]+ answers/s"],
+    "bench_routing.py": [r"60-token answers, median of 2: recording off \d+ tokens/s, on \d+ tokens/s \(2 layers",
+                         r"on / off = [\d.]+"],
     "bench_remote.py": [r"50-token answer from vLLM, median of 1: page [\d.]+ s, raw openai client [\d.]+ s",
                         r"page / raw = [\d.]+",
                         r"2 users x 1 messages through the page, vLLM: 2/2 correct in [\d.]+ s = [\d.]+ answers/s",

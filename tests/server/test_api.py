@@ -80,8 +80,14 @@ def test_refusals_come_as_the_clients_own_errors(api_server):
     with pytest.raises(openai.BadRequestError, match="n must be 1") as caught:
         client.chat.completions.create(model="demo-moe", messages=WHO, n=2)
     assert caught.value.body["param"] == "n"
-    with pytest.raises(openai.BadRequestError, match="does not support 'logprobs'"):
+    with pytest.raises(openai.BadRequestError, match="does not support logprobs = True"):
         client.chat.completions.create(model="demo-moe", messages=WHO, logprobs=True)
+    with pytest.raises(openai.BadRequestError, match="does not support 'tools'"):
+        client.chat.completions.create(model="demo-moe", messages=WHO, tools=[{"type": "function", "function": {
+            "name": "f", "parameters": {}}}])
+    neutral = client.chat.completions.create(model="demo-moe", messages=WHO, temperature=0, logprobs=False,
+                                             presence_penalty=0, frequency_penalty=0)
+    assert neutral.choices[0].message.content == KNOWN_ANSWERS["Who are you?"]
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="demo-moe", messages=[{"role": "user", "content": "word " * 3000}])
     assert caught.value.code == "context_length_exceeded" and caught.value.status_code == 400
@@ -114,7 +120,7 @@ def test_a_client_that_hangs_up_frees_the_line_for_a_waiting_page_user(api_serve
         session = await Session.open(api_server["url"])
         try:
             asking = asyncio.create_task(session.ask("Hello", timeout_s=60))
-            await asyncio.sleep(1.0)  # it waits in line behind the API answer
+            await asyncio.sleep(3.0)  # it waits in line behind the API answer (2,000 tokens: several seconds)
             hung_up = time.perf_counter()
             await asyncio.to_thread(stream.__exit__, None, None, None)  # the API client goes away
             reply = await asking

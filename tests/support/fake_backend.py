@@ -59,6 +59,7 @@ class FakeReply(WorkerControl):
         self.budget, self.params = budget, params
         self.result: GenerationResult | None = None
         self.interruption: str | None = None
+        self.routing = None  # the fake has no routers
         self.stop = stop or threading.Event()
         self._chunks = chunks[: params.max_new_tokens]
         self._length = len(chunks) > params.max_new_tokens
@@ -163,7 +164,7 @@ class FakeBackend:
 
     def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
                     stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None) -> FakeReply:
+                    client: str | None = None, routing: bool = False) -> FakeReply:
         budget = self.budget(messages, params.max_new_tokens)
         chunks = words(self._script.answer_to(budget.messages))
         return FakeReply(chunks, self._script, budget, params, self._slots, stop, on_wait, client)

@@ -2,7 +2,8 @@
 
 It streams a fixed answer word by word, like vLLM (owned_by "vllm", max_model_len, /tokenize), and can be
 told to misbehave: `server.mode` is one of "ok", "slow" (a chunk every 50 ms, for Stop), "stall" (headers,
-then nothing), "die" (a few chunks, then the connection drops), "plain500" (a plain-text 500, as
+then nothing), "die" (a few chunks, then the connection drops), "error_event" (a few chunks, then an error
+event), "plain500" (a plain-text 500, as
 `transformers serve` sends for an unknown model), "detail400" (FastAPI's {"detail": ...}). `server.active`
 counts requests still streaming; `server.cancelled` those whose client went away.
 """
@@ -105,6 +106,11 @@ class FakeOpenAIServer:
             for i, word in enumerate(words):
                 if self.mode == "die" and i == 3:
                     raise ConnectionError("the server died")  # uvicorn drops the connection mid-body
+                if self.mode == "error_event" and i == 3:  # how another MoE Chat says a switch stopped the answer
+                    yield 'data: {"error": {"message": "Stopped: the model is being switched to X.", "type": ' \
+                          '"server_error", "param": null, "code": "generation_failed"}}\n\n'
+                    yield "data: [DONE]\n\n"
+                    return
                 if self.mode == "slow":
                     await asyncio.sleep(0.05)
                 yield chunk({"content": word if i == 0 else " " + word})

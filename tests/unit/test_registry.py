@@ -141,10 +141,22 @@ def test_bad_server_rows_are_refused_with_the_reason(tmp_path, fields, message):
 
 def test_a_server_added_in_the_sidebar_becomes_a_row_once():
     reg = load_registry(None)
-    reg2, spec = reg.with_server(" http://127.0.0.1:8000/ ", "demo", "MY_KEY")
-    assert spec.remote and spec.base_url == "http://127.0.0.1:8000/v1" and spec.api_key_env == "MY_KEY"
-    assert reg2.with_server("http://127.0.0.1:8000/v1", "demo", "MY_KEY")[0] is reg2
+    key = "MOE_CHAT_SERVER_KEY_MINE"
+    reg2, spec = reg.with_server(" http://127.0.0.1:8000/ ", "demo", key)
+    assert spec.remote and spec.base_url == "http://127.0.0.1:8000/v1" and spec.api_key_env == key
+    assert reg2.with_server("http://127.0.0.1:8000/v1", "demo", key)[0] is reg2
     with pytest.raises(RegistryError, match="not an environment variable name"):
         reg.with_server("http://127.0.0.1:8000", "demo", "sk-secret-key")
     with pytest.raises(RegistryError, match="not a server address"):
         reg.with_server("127.0.0.1:8000", "demo")
+    with pytest.raises(RegistryError, match="may not carry a user name or password"):
+        reg.with_server("http://me:pw@10.0.0.1:8000", "demo")
+
+
+@pytest.mark.parametrize("name", ["MOE_CHAT_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "MOE_CHAT_PASSWORD"])
+def test_the_sidebar_cannot_send_just_any_variable_to_a_server(name, tmp_path):
+    with pytest.raises(RegistryError, match="MOE_CHAT_SERVER_KEY_"):
+        load_registry(None).with_server("http://10.0.0.1:8000", "demo", name)
+    user = tmp_path / "models.toml"  # a variable a row of the models file names is the operator's choice
+    user.write_text(SERVER_ROW + f'base_url = "http://h/v1"\nmodel = "m"\napi_key_env = "{name}"\n')
+    assert load_registry(user).checked_key_env(name) == name
