@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +33,9 @@ def preload_default() -> None:
         if spec.preload and engine.status().state == "empty":
             log.info("loading %s at start", spec.id)
             engine.start_load(spec)
+            while (job := engine.job()) is not None and job.running:
+                time.sleep(0.2)
+            log.info("start-up load of %s: %s", spec.id, job.message if job is not None else "?")
     except MoEChatError as exc:  # a broken models.toml: the page says so when it opens
         log.warning("no model loaded at start: %s", exc)
 

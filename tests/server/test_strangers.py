@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from streamlit_ws import Session
@@ -49,6 +50,10 @@ def locked_server(tmp_path_factory):
     pids: list[int] = []
     env = {"MOE_CHAT_PASSWORD": "s3cret", "MOE_CHAT_DB": str(home / "conversations.db"), "MOE_CHAT_DEVICE": "cpu"}
     with running_server(home / "server.log", env, pids) as url:
+        deadline = time.monotonic() + 60  # the demo loads at start: memory is measured after that
+        while "start-up load of demo-moe" not in (home / "server.log").read_text():
+            assert time.monotonic() < deadline, "the start-up load never ended"
+            time.sleep(0.2)
         yield url, pids[0]
 
 
