@@ -97,11 +97,12 @@ def test_a_second_generation_on_another_thread_is_not_recorded(tmp_path):
         engine.close()
 
 
-def test_the_demo_routing_has_its_shape(engine):
-    if engine.status().model_id != "demo-moe":
-        pytest.skip("the demo's numbers")
+def test_the_demo_routing_has_its_shape(tmp_path):
+    engine = Engine(Settings(cache_dir=tmp_path, device="cpu"))
+    engine.load(load_registry().get("demo-moe"))
     reply = engine.chat(ASK, GenerationParams(max_new_tokens=8), routing=True)
     reply.text()
+    engine.close()
     trace, routing = reply.routing_trace, reply.routing
     assert (trace.layers, trace.top_k, trace.num_experts) == (2, 2, 8)
     assert (routing.layers, routing.top_k, routing.num_experts, routing.rows) == (2, 2, 8, trace.experts.shape[0])
