@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import streamlit as st
@@ -28,7 +29,7 @@ from conversations.store import ConversationStore
 from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.memory import snapshot
 from model_loader.placement import offload_folder, plan_placement
-from model_loader.registry import Registry, load_registry
+from model_loader.registry import ModelSpec, Registry, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
 from web.api import api_key
 
@@ -73,6 +74,18 @@ def current_registry(settings: Settings) -> Registry:
     return registry
 
 
+def add_row(session_key: str, item: object, add: Callable[[], tuple[Registry, ModelSpec]]) -> None:
+    """A folder or server the user added: remembered for this session and selected, or the reason it is not."""
+    try:
+        _, added = add()
+    except MoEChatError as exc:
+        st.error(str(exc), icon=":material/error:")
+    else:
+        st.session_state[session_key].append(item)
+        st.session_state[state.PENDING_CHOICE] = added.id
+        st.rerun()
+
+
 def model_sidebar(engine: Engine, registry: Registry, settings: Settings, devices: DeviceFacts) -> Registry:
     """Model picker, will-it-fit, load options and status; returns the registry with any folder the user added."""
     if not st.session_state[state.AUTOLOADED]:
@@ -88,23 +101,10 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running,
                                          list_served=list_served if settings.add_servers == "on" else None)
     if choice.added_server:
-        try:
-            registry, added = registry.with_server(*choice.added_server)
-        except MoEChatError as exc:
-            st.error(str(exc), icon=":material/error:")
-        else:
-            st.session_state[state.SERVERS].append(choice.added_server)
-            st.session_state[state.PENDING_CHOICE] = added.id
-            st.rerun()
+        add_row(state.SERVERS, choice.added_server, lambda: registry.with_server(*choice.added_server))
     if choice.added_folder:
-        try:
-            registry, added = registry.with_local_folder(choice.added_folder, settings.allowed_model_roots())
-        except MoEChatError as exc:
-            st.error(str(exc), icon=":material/error:")
-        else:
-            st.session_state[state.LOCAL_FOLDERS].append(choice.added_folder)
-            st.session_state[state.PENDING_CHOICE] = added.id
-            st.rerun()
+        add_row(state.LOCAL_FOLDERS, choice.added_folder,
+                lambda: registry.with_local_folder(choice.added_folder, settings.allowed_model_roots()))
     fit_warning = st.container()  # the plan's warning belongs under the Load button
     status_box = st.container()  # drawn after the actions below, shown above the options
     plan_fit = partial(fit_for, settings=settings, machine_gpus=[g.total_bytes for g in devices.gpus])

@@ -6,6 +6,7 @@ the answer's are shown apart. A long answer is drawn `WINDOW` tokens at a time, 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -17,7 +18,8 @@ WINDOW = 120  # tokens in one view of the token map
 ROW_PX = 26  # height of one layer's row
 
 
-def _token_map(routing: Routing, rows: range) -> dict[str, Any]:
+@lru_cache(maxsize=32)  # every rerun draws every answer's view: the same routing is not walked again
+def _token_map(routing: Routing, rows: range) -> tuple[dict[str, Any], ...]:
     records = []
     for t in rows:
         text = routing.tokens[t].replace("\n", "⏎") or "∅"
@@ -25,9 +27,10 @@ def _token_map(routing: Routing, rows: range) -> dict[str, Any]:
             top = [(routing.expert(t, layer, j), routing.weight(t, layer, j)) for j in range(routing.top_k)]
             records.append({"token": t - rows.start + 1, "text": text, "layer": layer, "expert": top[0][0],
                             "experts": " · ".join(f"#{e} {w:.2f}" for e, w in top)})
-    return {"values": records}
+    return tuple(records)
 
 
+@lru_cache(maxsize=32)
 def _load(routing: Routing, rows: range) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(share of tokens per layer and expert, per layer: experts never used and routing entropy)."""
     counts = [[0] * routing.num_experts for _ in range(routing.layers)]
@@ -55,7 +58,7 @@ def _part(routing: Routing, rows: range, key: str) -> None:
         shown = range(rows.start + start - 1, rows.start + start - 1 + WINDOW)
     scheme = "category20" if routing.num_experts <= 20 else "turbo"
     st.vega_lite_chart({
-        "data": _token_map(routing, shown), "mark": {"type": "rect"}, "height": {"step": ROW_PX},
+        "data": {"values": list(_token_map(routing, shown))}, "mark": {"type": "rect"}, "height": {"step": ROW_PX},
         "width": "container",
         "encoding": {
             "x": {"field": "token", "type": "ordinal", "title": f"token ({len(rows)} in all)",

@@ -160,13 +160,6 @@ class RemoteStream(WorkerControl, Iterator[str]):
             raise failure
 
     @property
-    def queue_position(self) -> int:
-        return self._slots.position(self) if self._slots is not None else 0
-
-    @property
     def new_tokens(self) -> int:
         usage = self._usage
         return usage.completion_tokens if usage is not None and usage.completion_tokens else self._chunks
-
-    def text(self) -> str:
-        return "".join(self)

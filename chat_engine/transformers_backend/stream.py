@@ -238,15 +238,6 @@ class ChatStream(WorkerControl, Iterator[str]):
             raise failure
 
     @property
-    def queue_position(self) -> int:
-        """Requests ahead of this one and it, while it waits for a slot (1: next); 0 once it runs."""
-        return self._slots.position(self) if self._slots is not None else 0
-
-    @property
     def new_tokens(self) -> int:
         """Tokens generated so far."""
         return self._streamer.new_tokens
-
-    def text(self) -> str:
-        """Consume the rest of the stream and return it whole."""
-        return "".join(self)
