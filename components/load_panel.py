@@ -18,6 +18,8 @@ _LABELS = {
     "sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash-attention 2",
     "grouped_mm": "grouped_mm", "batched_mm": "batched_mm",
 }
+QUANT_HELP = ("bitsandbytes on a CUDA GPU. Qwen1.5-MoE and XVERSE-MoE load one quantized Linear per expert, so "
+              "the experts (95% of the weights) shrink too: in 4-bit (nf4) both fit one 24 GB GPU.")
 _OFFLOAD = {"none": "GPUs only", "cpu": "allow CPU offload", "disk": "allow CPU and disk offload"}
 
 
@@ -32,8 +34,8 @@ def render_options(facts: Any, preview: Any) -> LoadOptions | None:
         quant_ok = facts.cuda_count > 0 and facts.bitsandbytes_installed
         quantization = st.selectbox("Quantization", ("none", "8bit", "4bit"), format_func=_LABELS.get,
                                     key="opt_quantization", disabled=not quant_ok,
-                                    help=None if quant_ok else "needs a CUDA GPU and bitsandbytes "
-                                                               "(pip install -r requirements-gpu.txt)")
+                                    help=QUANT_HELP if quant_ok else f"{QUANT_HELP} Needs a CUDA GPU and "
+                                    "bitsandbytes (pip install -r requirements-gpu.txt).")
         attention = st.selectbox("Attention", ATTENTIONS, format_func=_LABELS.get, key="opt_attention")
         experts = st.selectbox("Experts kernel", EXPERTS, format_func=_LABELS.get, key="opt_experts",
                                help="auto: grouped_mm where it can run, else eager")
@@ -59,6 +61,8 @@ def render_options(facts: Any, preview: Any) -> LoadOptions | None:
             st.error(str(exc), icon=":material/error:")
             return None
         experts_text = placement.experts or "auto (grouped_mm where it can run, else eager)"
+        if placement.quantization != "none":
+            experts_text = f"one {_LABELS[placement.quantization]} Linear per expert (bitsandbytes)"
         where = placement.device
         if placement.max_memory:
             where = "GPUs " + ", ".join(str(k) for k in placement.max_memory if k != "cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from typing import Any
 from common.errors import ModelLoadError
 from model_loader.placement import Placement, offload_warning, summarize_device_map
 from model_loader.registry import ModelSpec
+from model_loader.weights_check import check_loaded_keys
 
 log = logging.getLogger(__name__)
+QUANT_LABELS = {"4bit": "nf4 (bitsandbytes)", "8bit": "int8 (bitsandbytes)", "none": "unquantized"}
 
 
 @dataclass
@@ -25,6 +28,7 @@ class LoadedModel:
     tokenizer: Any  # transformers tokenizer
     placement: Placement
     load_seconds: float
+    per_expert: bool = False  # one quantized Linear per expert (model_loader.per_expert), not fused tensors
 
     @property
     def device_summary(self) -> str:
@@ -35,13 +39,19 @@ class LoadedModel:
     def warnings(self) -> tuple[str, ...]:
         """What the user must know about this placement (layers off-GPU)."""
         warning = offload_warning(getattr(self.model, "hf_device_map", None))
-        return (warning,) if warning else ()
+        found = (warning,) if warning else ()
+        if self.placement.quantization != "none" and not self.per_expert:
+            found += (f"{self.spec.name}'s architecture has no per-expert block in this app: bitsandbytes quantized "
+                      f"only its nn.Linear layers, and MoE experts stored fused stay in {self.placement.dtype}.",)
+        return found
 
     @property
     def kernels(self) -> str:
         """Attention and experts implementations actually in use."""
         config = self.model.config
         attention = getattr(config, "_attn_implementation", None) or self.placement.attention
+        if self.per_expert:
+            return f"attention {attention}, experts per-expert {QUANT_LABELS[self.placement.quantization]}"
         experts = getattr(config, "_experts_implementation", None)
         return f"attention {attention}" + (f", experts {experts}" if experts else "")
 
@@ -78,17 +88,38 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
     register_architectures()
 
     started = time.perf_counter()
+    model_class = model_class_for(folder, placement) or AutoModelForCausalLM
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, trust_remote_code=spec.trust_remote_code, **placement.from_pretrained_kwargs()
+        model, info = model_class.from_pretrained(
+            # Mismatched shapes come back in the loading info, so check_loaded_keys can name them.
+            folder, trust_remote_code=spec.trust_remote_code, output_loading_info=True, ignore_mismatched_sizes=True,
+            **placement.from_pretrained_kwargs()
         )
     except Exception as exc:
         raise _translate_load_error(spec, folder, placement, exc) from exc
+    check_loaded_keys(info, folder, spec.name, tied=getattr(model, "all_tied_weights_keys", {}) or {})
     model.eval()
     elapsed = time.perf_counter() - started
     log.info("loaded %s from %s in %.1f s", spec.id, folder, elapsed)
     return LoadedModel(spec=spec, folder=folder, model=model, tokenizer=tokenizer, placement=placement,
-                       load_seconds=elapsed)
+                       load_seconds=elapsed, per_expert=model_class is not AutoModelForCausalLM)
+
+
+def model_class_for(folder: Path, placement: Placement) -> type | None:
+    """The per-expert class of a quantized load (so bitsandbytes reaches the experts); None: the Auto class."""
+    if placement.quantization == "none":
+        return None
+    from model_loader.per_expert import PER_EXPERT_CLASSES
+
+    return PER_EXPERT_CLASSES.get(_config(folder).get("model_type", ""))
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder / 'config.json'} is missing or not valid JSON ({type(exc).__name__}): "
+                             "delete the folder and press Load to fetch it again.") from exc
 
 
 def _translate_load_error(spec: ModelSpec, folder: Path, placement: Placement, exc: Exception) -> ModelLoadError:

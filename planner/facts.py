@@ -9,7 +9,7 @@ from typing import Any
 
 from common.errors import MoEChatError
 
-FACTS_VERSION = 1  # bump when ModelFacts changes shape: cached and shipped facts of other versions are ignored
+FACTS_VERSION = 2  # bump when ModelFacts changes shape: cached and shipped facts of other versions are ignored
 
 
 class PlanError(MoEChatError):
@@ -22,10 +22,11 @@ class TensorInfo:
 
     name: str  # full dotted name, e.g. "model.layers.0.mlp.experts.gate_up_proj"
     numel: int
-    rows: int  # shape[0]: 8-bit keeps one float32 scale per row
+    rows: int  # numel / shape[-1], the output rows of its matrices: 8-bit keeps one float32 scale per row
     group: str  # embedding | lm_head | attention | router | routed_experts | shared_experts | norms | dense_mlp | other
-    kind: str  # param | quantizable (nn.Linear weight bitsandbytes converts) | fp32 (kept float32) | buffer | tied
+    kind: str  # param | quantizable (a weight bitsandbytes converts) | fp32 (kept float32) | buffer | tied
     fixed_bytes: int = 0  # element size of a buffer that does not follow the load dtype; 0: follows it
+    pieces: int = 1  # matrices it is quantized as: fused experts become one Linear per expert and projection
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def facts_to_json(facts: ModelFacts) -> dict[str, Any]:
 
 
 def _tensor_row(t: TensorInfo) -> list:
-    return [t.name, t.numel, t.rows, t.group, t.kind, t.fixed_bytes]
+    return [t.name, t.numel, t.rows, t.group, t.kind, t.fixed_bytes, t.pieces]
 
 
 def facts_from_json(data: dict[str, Any]) -> ModelFacts:

@@ -21,6 +21,8 @@ def build_facts(config: Mapping[str, Any]) -> ModelFacts:
     from transformers.quantizers.base import get_keys_to_not_convert
     from transformers.quantizers.quantizers_utils import should_convert_module
 
+    from model_loader.per_expert import PER_EXPERT_CLASSES
+    from model_loader.placement import UNQUANTIZED_MODULES
     from model_loader.xverse import register
 
     register()
@@ -40,10 +42,13 @@ def build_facts(config: Mapping[str, Any]) -> ModelFacts:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied_keys = dict(getattr(model, "all_tied_weights_keys", {}) or {})
     fp32 = [re.compile(p.replace("*", ".*")) for p in model._get_dtype_plan(torch.bfloat16)]
-    not_quantized = get_keys_to_not_convert(model) + list(model._keep_in_fp32_modules or ())
+    # What the loader's BitsAndBytesConfig skips (placement.UNQUANTIZED_MODULES), and what the model keeps in float32.
+    not_quantized = get_keys_to_not_convert(model) + list(UNQUANTIZED_MODULES) + list(model._keep_in_fp32_modules or ())
+
+    per_expert = model_type in PER_EXPERT_CLASSES  # quantized loads split its fused experts into Linears
 
     def tensor(full: str, local: str, t: torch.Tensor, module: nn.Module, module_name: str, buffer: bool):
-        rows = int(t.shape[0]) if t.dim() else 1
+        rows = t.numel() // int(t.shape[-1]) if t.dim() else 1
         if buffer:
             fixed = 0 if t.dtype == torch.bfloat16 else t.element_size()
             return TensorInfo(full, t.numel(), rows, "buffer", "buffer", fixed)
@@ -56,6 +61,9 @@ def build_facts(config: Mapping[str, Any]) -> ModelFacts:
         else:
             kind = "param"
         group = _group(full, module, tuple(t.shape), num_experts, module is embed, module is head)
+        if per_expert and group == "routed_experts" and t.dim() == 3 and kind == "param":
+            # [E, 2I, H] gate_up: a gate and an up Linear per expert; [E, H, I] down: one
+            return TensorInfo(full, t.numel(), rows, group, "quantizable", 0, t.shape[0] * (1 + ("gate_up" in local)))
         return TensorInfo(full, t.numel(), rows, group, kind)
 
     def node(name: str, module: nn.Module) -> ModuleInfo:

@@ -8,6 +8,9 @@ from planner.facts import ModelFacts, ModuleInfo, TensorInfo, walk
 
 COMPUTE_BYTES = {"bf16": 2, "fp32": 4, "int8": 2, "int4": 2}  # un-quantized weights, KV cache, activations
 QUANT_BYTES = {"int8": 1, "int4": 0.5}  # per quantized weight, as transformers' bitsandbytes quantizers count
+NF4_BLOCK = 64  # weights per 4-bit block, each with one scale (stored in 8 bits: nested quantization)
+NF4_NESTED_BLOCK = 256  # 8-bit scales per float32 scale of the nested quantization
+NF4_STATE_BYTES = 16 * 4 + 256 * 4 + 4  # per matrix: the nf4 code, the nested scales' 8-bit code, their offset
 CUDA_CONTEXT_BYTES = 512 * 1024**2  # per GPU used: CUDA context + caching-allocator slack (an estimate)
 
 
@@ -19,11 +22,19 @@ def tensor_bytes(t: TensorInfo, dtype: str, resident: bool = True) -> float:
     if t.kind == "buffer":
         return t.numel * (t.fixed_bytes or b)
     if t.kind == "quantizable" and dtype in QUANT_BYTES:
-        extra = 0 if not resident else 4 * t.rows if dtype == "int8" else 4 * -(-t.numel // 64)  # fp32 scales
+        extra = 0 if not resident else 4 * t.rows if dtype == "int8" else nf4_state_bytes(t.numel, t.pieces)
         return t.numel * QUANT_BYTES[dtype] + extra
     if t.kind == "fp32" and resident:  # float32 at load time (XVERSE's router), bf16 when transformers places it
         return t.numel * 4
     return t.numel * b
+
+
+def nf4_state_bytes(numel: int, pieces: int = 1) -> int:
+    """What bitsandbytes keeps beside `numel` nf4 weights split in `pieces` matrices: per block of 64 an 8-bit scale,
+    per 256 of those a float32 scale, and per matrix its codes (measured on loaded models: tests/engine)."""
+    per = -(-numel // pieces)
+    blocks = -(-per // NF4_BLOCK)
+    return pieces * (blocks + 4 * -(-blocks // NF4_NESTED_BLOCK) + NF4_STATE_BYTES)
 
 
 def module_sizes(facts: ModelFacts, dtype: str, resident: bool) -> tuple[dict[str, float], dict[str, float]]:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The unit and engine tiers: everything but the page, browser, server and bench tiers (minutes, not tens of them).
 TIERS = ("tests/unit", "tests/planner", "tests/conversations", "tests/model_loader", "tests/engine")
 SHOWN = ("torch", "transformers", "accelerate", "streamlit", "modelscope", "huggingface-hub", "tokenizers",
-         "safetensors", "sentencepiece", "psutil", "openai", "fastapi", "pytest", "playwright", "ruff")
+         "safetensors", "sentencepiece", "psutil", "openai", "fastapi", "bitsandbytes", "pytest", "playwright", "ruff")
 
 
 def canonical(name: str) -> str:

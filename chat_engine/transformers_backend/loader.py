@@ -21,15 +21,19 @@ from model_loader.registry import ModelSpec
 class TransformersLoader:
     """Loads registry rows into this process with transformers (the `BackendLoader` of backend "transformers")."""
 
-    def __init__(self, settings: Settings, devices: DeviceFacts | None = None) -> None:
+    def __init__(self, settings: Settings, devices: DeviceFacts | None = None,
+                 placement: Placement | None = None) -> None:
         self.settings = settings
         self._devices = devices
+        self._placement = placement  # fixed instead of planned: benchmarks and tests (e.g. 4-bit on the CPU)
 
     @cached_property
     def devices(self) -> DeviceFacts:
         return self._devices if self._devices is not None else probe_devices()
 
     def placement(self, spec: ModelSpec, options: LoadOptions | None) -> Placement:
+        if self._placement is not None:
+            return self._placement
         return plan_placement(self.devices, self.settings, options, offload_folder=offload_folder(self.settings, spec))
 
     def same_load(self, backend: Backend, spec: ModelSpec, options: LoadOptions | None) -> bool:

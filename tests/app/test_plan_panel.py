@@ -26,7 +26,7 @@ def test_planning_for_imaginary_gpus_shows_the_split(app):
     assert "14.32 B parameters, 2.69 B active per token" in captions and "192 KiB per token" in captions
     assert "2 x 1.2 x P would budget 34.4 GB" in captions
     app.selectbox(key="model_choice").select("xverse-moe-a4.2b").run()
-    assert "**Does not fit** on 2 x 24.0 GiB GPUs" in sidebar_texts(app)
+    assert "**Needs 8-bit** on 2 x 24.0 GiB GPUs" in sidebar_texts(app)  # per-expert 8-bit experts
     app.sidebar.text_input(key="plan_gpus").input("3x24GiB").run()
     assert "**Fits** on 3 x 24.0 GiB GPUs" in sidebar_texts(app)
 

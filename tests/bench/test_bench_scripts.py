@@ -29,6 +29,9 @@ EXPECTED = {
                      r"transformers serve: 2 clients x 2: 4/4 correct in [\d.]+ s = [\d.]+ answers/s"],
     "bench_routing.py": [r"60-token answers, median of 2: recording off \d+ tokens/s, on \d+ tokens/s \(2 layers",
                          r"on / off = [\d.]+"],
+    "bench_quantized.py": [r"40-token demo answers on cpu, median of 2: fused bf16 \d+ tokens/s, per-expert nf4 \d+ "
+                           r"tokens/s", r"nf4 / bf16 speed = [\d.]+",
+                           r"routed experts: fused bf16 864 KiB, per-expert nf4 274 KiB \(3.15x smaller\)"],
     "bench_remote.py": [r"50-token answer from vLLM, median of 1: page [\d.]+ s, raw openai client [\d.]+ s",
                         r"page / raw = [\d.]+",
                         r"2 users x 1 messages through the page, vLLM: 2/2 correct in [\d.]+ s = [\d.]+ answers/s",

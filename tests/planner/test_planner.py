@@ -39,6 +39,10 @@ DEMO = Path(__file__).resolve().parents[2] / "model_loader" / "checkpoints" / "d
 # A dense Llama-2-7B shape: bitsandbytes quantizes its nn.Linear MLPs, so 8/4-bit verdicts show on it.
 LLAMA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
+# Mixtral-8x7B's shape: an MoE the app has no per-expert block for, so quantized loads leave its experts bf16.
+MIXTRAL_8X7B = {"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "num_local_experts": 8,
+                "num_experts_per_tok": 2, "max_position_embeddings": 32768}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,6 +71,11 @@ def llama():
     return model_facts(LLAMA_7B)
 
 
+@pytest.fixture(scope="module")
+def mixtral():
+    return model_facts(MIXTRAL_8X7B)
+
+
 # --- counting, by hand --------------------------------------------------------------------------------------------
 
 def qwen_by_hand() -> dict[str, int]:
@@ -87,11 +96,19 @@ def qwen_by_hand() -> dict[str, int]:
         "active": embed_and_head + layers * (attention + router + routed * top_k // experts + shared + norms) + h,
         "kv_per_token": 2 * layers * kv_heads * head_dim * 2,
         "rotary": 2 * (head_dim // 2) * 4,  # buffers inv_freq and original_inv_freq, float32 [64]
-        # 8-bit / 4-bit: only nn.Linear weights (q/k/v/o, the shared expert and its gate) are quantized;
-        # biases, norms, router, the fused experts, embed_tokens and lm_head stay bf16.
-        "quantized": layers * (4 * h * h + 3 * h * shared_inter + h),
-        "quantized_rows": layers * (4 * h + 2 * shared_inter + h + 1),
+        # 8-bit / 4-bit: q/k/v/o, the shared expert and, split into one Linear per expert and projection, the routed
+        # experts are quantized; biases, norms, the router, the one-row shared_expert_gate, embed_tokens and lm_head
+        # stay bf16. Per layer: (weights, output rows) of each quantized matrix.
+        "matrices": layers * ([(h * h, h)] * 4 + [(h * shared_inter, shared_inter)] * 2 + [(shared_inter * h, h)]
+                              + experts * [(inter * h, inter), (inter * h, inter), (h * inter, h)]),
     }
+
+
+def nf4_by_hand(numel: int) -> int:
+    """One matrix in bitsandbytes nf4 with nested scales: 4 bits per weight, an 8-bit scale per block of 64, a
+    float32 scale per 256 blocks, and 16 + 256 float32 codes plus a float32 offset."""
+    blocks = numel // 64
+    return numel // 2 + blocks + 4 * math.ceil(blocks / 256) + 4 * (16 + 256) + 4
 
 
 def xverse_by_hand() -> dict[str, int]:
@@ -145,12 +162,16 @@ def test_dense_llama_counts(llama):
 
 def test_int8_and_int4_byte_math(qwen):
     hand = qwen_by_hand()
-    kept = hand["total"] - hand["quantized"]
+    quantized = sum(n for n, _ in hand["matrices"])
+    kept = hand["total"] - quantized
     rotary = hand["rotary"]
-    # 8-bit: 1 byte per weight + one float32 scale per output row; 4-bit: half a byte + a float32 absmax per 64.
-    assert plan_memory(qwen, "int8").weight_bytes == 2 * kept + hand["quantized"] + 4 * hand["quantized_rows"] + rotary
-    assert plan_memory(qwen, "int4").weight_bytes == (2 * kept + hand["quantized"] // 2 + 4 * hand["quantized"] // 64
+    assert quantized / hand["total"] > 0.95  # the routed experts are most of the model: they must shrink
+    # 8-bit: 1 byte per weight + one float32 scale per output row; 4-bit: nf4_by_hand per matrix.
+    assert plan_memory(qwen, "int8").weight_bytes == (2 * kept + quantized + 4 * sum(r for _, r in hand["matrices"])
                                                       + rotary)
+    assert plan_memory(qwen, "int4").weight_bytes == (2 * kept + sum(nf4_by_hand(n) for n, _ in hand["matrices"])
+                                                      + rotary)
+    assert plan_memory(qwen, "int4").weight_bytes == 8_318_409_248  # 7.75 GiB: 4.13 bits per quantized weight
     assert plan_memory(qwen, "fp32").weight_bytes == 4 * hand["total"] + rotary
     assert plan_memory(qwen, "int8").kv_bytes_per_token == 196_608  # the KV cache stays in the bf16 compute dtype
     assert plan_memory(qwen, "fp32").kv_bytes_per_token == 2 * 196_608
@@ -167,27 +188,35 @@ def test_working_memory_formula(qwen):
 
 # --- placement: the same device map transformers computes ---------------------------------------------------------
 
-def meta_model(config: dict, **changes):
+def meta_model(config: dict, per_expert: bool = False, **changes):
+    """The model the loader builds: fused experts, or (quantized loads) the per-expert class."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from model_loader.per_expert import PER_EXPERT_CLASSES
     from model_loader.xverse import register
 
     register()
+    hf_config = AutoConfig.for_model(**{**config, **changes})
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(AutoConfig.for_model(**{**config, **changes}), dtype=torch.bfloat16)
+        if per_expert:
+            return PER_EXPERT_CLASSES[hf_config.model_type](hf_config).to(torch.bfloat16)
+        return AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
 
 
 class FakeBnb:
     """What `_get_device_map` asks of a bitsandbytes quantizer, by bitsandbytes' rules: nn.Linear weights (not the
-    lm_head) count 1 (8-bit) or 0.5 (4-bit) bytes, and max_memory loses 10% for quantization buffers."""
+    modules the loader's config skips) count 1 (8-bit) or 0.5 (4-bit) bytes, and max_memory loses 10% for
+    quantization buffers."""
 
     def __init__(self, model, element_size: float):
         from torch import nn
         from transformers.quantizers.base import get_keys_to_not_convert
         from transformers.quantizers.quantizers_utils import should_convert_module
 
-        skip = get_keys_to_not_convert(model)
+        from model_loader.placement import UNQUANTIZED_MODULES
+
+        skip = get_keys_to_not_convert(model) + list(UNQUANTIZED_MODULES)
         self.quantized = {f"{n}.weight" for n, m in model.named_modules()
                           if type(m) is nn.Linear and should_convert_module(n, skip)}
         self.element_size = element_size
@@ -220,12 +249,14 @@ def test_split_matches_transformers(name, gpus):
 
 
 @pytest.mark.parametrize("dtype,element", [("int8", 1), ("int4", 0.5)])
-@pytest.mark.parametrize("gpus", [[24] * 2, [16] * 3, [30]], ids=str)
-def test_quantized_split_matches_transformers(qwen, dtype, element, gpus):
-    config = read_config(CONFIGS / "qwen1.5-moe-a2.7b-chat.json")
-    model = meta_model(config)
+@pytest.mark.parametrize("gpus", [[8] * 2, [4] * 3, [4, 6], [12] * 2], ids=str)
+@pytest.mark.parametrize("name", ["qwen1.5-moe-a2.7b-chat", "xverse-moe-a4.2b"])
+def test_quantized_split_matches_transformers(name, dtype, element, gpus):
+    """The fused facts plan the per-expert model a quantized load builds: same split as transformers computes."""
+    config = read_config(CONFIGS / f"{name}.json")
+    model = meta_model(config, per_expert=True)
     max_memory = loader_max_memory([g * GIB for g in gpus])
-    assert simulate_device_map(qwen, dtype, max_memory) == transformers_device_map(
+    assert simulate_device_map(model_facts(config), dtype, max_memory) == transformers_device_map(
         model, max_memory, FakeBnb(model, element))
 
 
@@ -265,7 +296,7 @@ def test_per_gpu_split_reports_layers_and_bytes(qwen):
 def test_too_small_gpus_spill(xverse):
     result = plan_memory(xverse, "bf16", [24 * GIB], 4096)
     assert result.spilled_bytes > 0 and "disk" in dict(result.device_map).values()
-    assert result.max_context == 0 and result.verdict == "does not fit" and result.gpus_needed == 3
+    assert result.max_context == 0 and result.verdict == "needs 4-bit" and result.gpus_needed == 3
 
 
 # --- verdicts and the longest context -----------------------------------------------------------------------------
@@ -280,7 +311,12 @@ def test_too_small_gpus_spill(xverse):
     ("llama", "bf16", [8], 2048, "needs 4-bit", 2),
     ("llama", "int8", [8], 2048, "needs 4-bit", 2),
     ("llama", "bf16", [14], 2048, "needs 8-bit", 2),  # the weights fit, 2,048 tokens of context do not
-    ("xverse", "bf16", [24] * 2, 4096, "does not fit", 3),  # 8/4-bit barely help: the fused experts stay bf16
+    ("xverse", "bf16", [24] * 2, 4096, "needs 8-bit", 3),  # per-expert 8-bit: 24.5 GiB over two cards
+    ("xverse", "int4", [24], 8192, "fits", 1),  # per-expert nf4: both seeds on one 24 GiB card, whole window
+    ("qwen", "int4", [24], 32768, "fits", 1),
+    ("xverse", "int4", [12] * 2, 8192, "fits", 2),
+    ("qwen", "int4", [12] * 2, 8192, "fits with 1 GPU", 1),
+    ("mixtral", "int4", [24] * 2, 4096, "does not fit", 7),  # no per-expert block: its fused experts stay bf16
     ("qwen", "bf16", [], 4096, "no GPU detected", None),
 ])
 def test_verdicts(request, facts_name, dtype, gpus, context, verdict, needed):
@@ -289,16 +325,20 @@ def test_verdicts(request, facts_name, dtype, gpus, context, verdict, needed):
     assert result.advice
 
 
-def test_quantization_advice_names_the_fused_experts(xverse):
-    assert "fused MoE experts" in plan_memory(xverse, "bf16", [24 * GIB] * 2).advice
+def test_quantization_advice_names_the_fused_experts(mixtral):
+    assert "fused MoE experts" in plan_memory(mixtral, "bf16", [24 * GIB] * 2).advice
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @pytest.mark.parametrize("gpus", [[24] * 2, [8], []], ids=str)
-def test_8_and_4_bit_advice_says_the_fused_experts_stay_bf16(qwen, llama, dtype, gpus):
-    advice = plan_memory(qwen, dtype, [g * GIB for g in gpus]).advice
-    assert "fused MoE experts stay bf16" in advice and "(bf16: 26.67 GiB)" in advice and "\n" not in advice
-    assert "fused" not in plan_memory(llama, dtype, [g * GIB for g in gpus], 2048).advice  # a dense model shrinks
+def test_8_and_4_bit_advice_says_the_fused_experts_stay_bf16(mixtral, qwen, llama, dtype, gpus):
+    """An MoE without a per-expert block in the app keeps its fused experts in bf16 and the advice says so; the
+    seeds (per-expert) and a dense model shrink."""
+    advice = plan_memory(mixtral, dtype, [g * GIB for g in gpus]).advice
+    bf16 = plan_memory(mixtral, "bf16").weight_bytes
+    assert "fused MoE experts stay bf16" in advice and f"(bf16: {bf16 / GIB:.2f} GiB)" in advice and "\n" not in advice
+    for facts, context in ((qwen, 4096), (llama, 2048)):
+        assert "fused" not in plan_memory(facts, dtype, [g * GIB for g in gpus], context).advice
 
 
 @pytest.mark.parametrize("gpus", [[16] * 2, [30], [14]], ids=str)

@@ -51,9 +51,10 @@ QWEN_CHATML = (
 )
 
 
-def build_tiny_qwen_real_layout(folder: Path, seed: int = 2) -> Path:
-    """A tiny Qwen1.5-MoE-A2.7B-Chat look-alike: the real config.json keys at small sizes, per-expert tensors in
-    safetensors, and the ChatML template inside tokenizer_config.json as Qwen ships it (no chat_template.jinja)."""
+def build_tiny_qwen_real_layout(folder: Path, seed: int = 2, **sizes: int) -> Path:
+    """A tiny Qwen1.5-MoE-A2.7B-Chat look-alike: the real config.json keys at small sizes (`sizes` overrides them),
+    per-expert tensors in safetensors, and the ChatML template inside tokenizer_config.json as Qwen ships it (no
+    chat_template.jinja)."""
     import torch
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
@@ -65,6 +66,7 @@ def build_tiny_qwen_real_layout(folder: Path, seed: int = 2) -> Path:
                   max_window_layers=2, sliding_window=1024, vocab_size=demo_vocab, bos_token_id=0, eos_token_id=2,
                   architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", norm_topk_prob=False,
                   decoder_sparse_step=1, tie_word_embeddings=False, rope_theta=1e6)
+    config.update(sizes)
     torch.manual_seed(seed)
     model = Qwen2MoeForCausalLM(Qwen2MoeConfig(**{k: v for k, v in config.items() if k != "torch_dtype"}))
     model.save_pretrained(folder)

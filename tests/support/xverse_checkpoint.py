@@ -66,14 +66,15 @@ def write_tokenizer_config(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def model_config(vocab_size: int, norm_topk_prob: bool | None) -> dict:
+def model_config(vocab_size: int, norm_topk_prob: bool | None, sizes: dict | None = None) -> dict:
     """config.json shaped like the real one (remote-code auto_map included), with tiny sizes."""
     config = {
         "architectures": ["XverseForCausalLM"],
         "auto_map": {"AutoConfig": "configuration_xverse.XverseConfig",
                      "AutoModelForCausalLM": "modeling_xverse.XverseForCausalLM"},
         "model_type": "xverse", "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 3, "hidden_act": "silu",
-        **TINY, "initializer_range": 0.02, "max_position_embeddings": 8192, "max_tokenizer_truncation": 6144,
+        **TINY, **(sizes or {}), "initializer_range": 0.02, "max_position_embeddings": 8192,
+        "max_tokenizer_truncation": 6144,
         "rms_norm_eps": 1e-06, "tie_word_embeddings": False, "rope_theta": 500000, "rope_scaling": None,
         "output_router_logits": False, "router_aux_loss_coef": 0.01, "torch_dtype": "bfloat16",
         "use_cache": True, "vocab_size": vocab_size,
@@ -133,12 +134,13 @@ def write_bin_shards(folder: Path, state_dict: dict) -> None:
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
 
 
-def build_tiny_xverse(folder: Path, seed: int = 0, norm_topk_prob: bool | None = None) -> Path:
-    """Write a tiny random XVERSE-MoE checkpoint into `folder` (no generation_config.json, like the real one may be)."""
+def build_tiny_xverse(folder: Path, seed: int = 0, norm_topk_prob: bool | None = None, **sizes: int) -> Path:
+    """Write a tiny random XVERSE-MoE checkpoint into `folder` (no generation_config.json, like the real one may be);
+    `sizes` overrides TINY's."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab_size = build_tokenizer_json(folder)
     write_tokenizer_config(folder)
-    config = model_config(vocab_size, norm_topk_prob)
+    config = model_config(vocab_size, norm_topk_prob, sizes)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     write_bin_shards(folder, reference_state_dict(config, seed))
     return folder

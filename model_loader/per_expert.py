@@ -1,0 +1,63 @@
+"""Per-expert MoE blocks for quantized loads: one set of `nn.Linear`s per expert, the checkpoints' own layout.
+
+transformers 5 fuses each layer's experts into 3-D tensors, and bitsandbytes (like every quantizer there) converts
+only `nn.Linear`: in the fused layout the experts, ~95% of the weights, would stay bf16. The classes here are the
+library's own models with each layer's fused experts swapped for a list of per-expert MLPs, in the app's namespace
+(nothing in transformers is patched, so a fused model loads the same way before and after). The router, shared
+experts and block forward stay the model's own; a per-expert checkpoint loads with its keys as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Qwen2MoeForCausalLM
+from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeMLP, Qwen2MoeSparseMoeBlock
+
+from model_loader.xverse.modeling_xverse import XverseForCausalLM, XverseMLP, XverseSparseMoeBlock
+
+
+class PerExpertExperts(nn.ModuleList):
+    """The routed experts as a list of gated MLPs; same call as the fused experts, so the block is unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                top_k_weights: torch.Tensor) -> torch.Tensor:
+        """sum_k weight_k * expert_k(x) per token: [tokens, hidden], [tokens, k], [tokens, k] -> [tokens, hidden]."""
+        final = torch.zeros_like(hidden_states)
+        for expert in top_k_index.unique().tolist():  # only the experts some token chose
+            token_idx, top_k_pos = torch.where(top_k_index == expert)  # [pairs], [pairs]
+            current = self[expert](hidden_states[token_idx])  # [pairs, hidden]
+            current = current * top_k_weights[token_idx, top_k_pos, None]
+            final.index_add_(0, token_idx, current.to(final.dtype))
+        return final
+
+
+def _split_experts(model: nn.Module, block: type, make_expert) -> None:
+    """Replace the fused experts of every `block` in `model` with per-expert MLPs (called inside __init__, so the
+    new modules are created on whatever device from_pretrained builds on)."""
+    for module in model.modules():
+        if isinstance(module, block):
+            module.experts = PerExpertExperts(make_expert() for _ in range(model.config.num_experts))
+
+
+class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
+    """Qwen2-MoE (Qwen1.5-MoE) with per-expert Linears: `mlp.experts.{e}.{gate,up,down}_proj.weight`."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        _split_experts(self, Qwen2MoeSparseMoeBlock, lambda: Qwen2MoeMLP(config, config.moe_intermediate_size))
+
+
+class PerExpertXverseForCausalLM(XverseForCausalLM):
+    """XVERSE-MoE with per-expert Linears, the original checkpoint's layout."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        _split_experts(self, XverseSparseMoeBlock, lambda: XverseMLP(config, config.intermediate_size))
+
+
+# model_type -> the per-expert class quantized loads use; a type not listed loads fused (its experts unquantized).
+PER_EXPERT_CLASSES: dict[str, type] = {
+    "qwen2_moe": PerExpertQwen2MoeForCausalLM,
+    "xverse": PerExpertXverseForCausalLM,
+}
