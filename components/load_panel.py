@@ -19,7 +19,7 @@ _LABELS = {
     "grouped_mm": "grouped_mm", "batched_mm": "batched_mm",
 }
 QUANT_HELP = ("bitsandbytes on a CUDA GPU. Qwen1.5-MoE and XVERSE-MoE load one quantized Linear per expert, so "
-              "the experts (95% of the weights) shrink too: in 4-bit (nf4) both fit one 24 GB GPU.")
+              "the experts (87-92% of the weights) shrink too: in 4-bit (nf4) both fit one 24 GB GPU.")
 _OFFLOAD = {"none": "GPUs only", "cpu": "allow CPU offload", "disk": "allow CPU and disk offload"}
 
 

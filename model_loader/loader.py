@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ModelLoadError
+from model_loader.gptq import gptq_label, require_backend, zero_placeholders
 from model_loader.placement import Placement, offload_warning, summarize_device_map
 from model_loader.registry import ModelSpec
 from model_loader.weights_check import check_loaded_keys
@@ -28,7 +29,7 @@ class LoadedModel:
     tokenizer: Any  # transformers tokenizer
     placement: Placement
     load_seconds: float
-    per_expert: bool = False  # one quantized Linear per expert (model_loader.per_expert), not fused tensors
+    per_expert: str = ""  # how the experts are stored when one Linear per expert, e.g. "nf4 (bitsandbytes)"; "": fused
 
     @property
     def device_summary(self) -> str:
@@ -51,7 +52,7 @@ class LoadedModel:
         config = self.model.config
         attention = getattr(config, "_attn_implementation", None) or self.placement.attention
         if self.per_expert:
-            return f"attention {attention}, experts per-expert {QUANT_LABELS[self.placement.quantization]}"
+            return f"attention {attention}, experts per-expert {self.per_expert}"
         experts = getattr(config, "_experts_implementation", None)
         return f"attention {attention}" + (f", experts {experts}" if experts else "")
 
@@ -88,7 +89,8 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
     register_architectures()
 
     started = time.perf_counter()
-    model_class = model_class_for(folder, placement) or AutoModelForCausalLM
+    gptq = check_quantized_checkpoint(spec, folder, placement)
+    model_class = model_class_for(folder, placement, gptq) or AutoModelForCausalLM
     try:
         model, info = model_class.from_pretrained(
             # Mismatched shapes come back in the loading info, so check_loaded_keys can name them.
@@ -97,21 +99,47 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
         )
     except Exception as exc:
         raise _translate_load_error(spec, folder, placement, exc) from exc
-    check_loaded_keys(info, folder, spec.name, tied=getattr(model, "all_tied_weights_keys", {}) or {})
+    # GPTQ tools may write an all-zero `.bias` for each quantized layer that has none: harmless, so not refused.
+    placeholders = zero_placeholders(folder, [k for k in info.get("unexpected_keys", ()) if k.endswith(".bias")]) \
+        if gptq else set()
+    check_loaded_keys(info, folder, spec.name, tied=getattr(model, "all_tied_weights_keys", {}) or {},
+                      harmless=placeholders)
     model.eval()
     elapsed = time.perf_counter() - started
     log.info("loaded %s from %s in %.1f s", spec.id, folder, elapsed)
+    per_expert = ""
+    if model_class is not AutoModelForCausalLM:
+        per_expert = f"{gptq} ({_gptq_kernel(model)})" if gptq else QUANT_LABELS[placement.quantization]
     return LoadedModel(spec=spec, folder=folder, model=model, tokenizer=tokenizer, placement=placement,
-                       load_seconds=elapsed, per_expert=model_class is not AutoModelForCausalLM)
+                       load_seconds=elapsed, per_expert=per_expert)
 
 
-def model_class_for(folder: Path, placement: Placement) -> type | None:
-    """The per-expert class of a quantized load (so bitsandbytes reaches the experts); None: the Auto class."""
-    if placement.quantization == "none":
+def check_quantized_checkpoint(spec: ModelSpec, folder: Path, placement: Placement) -> str:
+    """"GPTQ 4-bit" (say) when `folder` holds a GPTQ checkpoint, else ""; refuses (cheaply, before any unload) one
+    this load cannot read."""
+    gptq = gptq_label(folder)
+    if not gptq:
+        return ""
+    if placement.quantization != "none":
+        raise ModelLoadError(f"{spec.name} is already quantized ({gptq}): set Quantization to none in the load "
+                             "options.")
+    require_backend(spec.name)
+    return gptq
+
+
+def model_class_for(folder: Path, placement: Placement, gptq: str = "") -> type | None:
+    """The per-expert class of a quantized load (so bitsandbytes, or GPTQ, reaches the experts); None: Auto."""
+    if placement.quantization == "none" and not gptq:
         return None
     from model_loader.per_expert import PER_EXPERT_CLASSES
 
     return PER_EXPERT_CLASSES.get(_config(folder).get("model_type", ""))
+
+
+def _gptq_kernel(model: Any) -> str:
+    """The GPTQ layer class gptqmodel chose for this device, e.g. "gptqmodel TorchAtenLinear"."""
+    found = next((type(m) for m in model.modules() if hasattr(m, "qweight")), None)
+    return f"gptqmodel {found.__name__}" if found is not None else "gptqmodel"
 
 
 def _config(folder: Path) -> dict[str, Any]:

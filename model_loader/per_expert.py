@@ -1,10 +1,10 @@
 """Per-expert MoE blocks for quantized loads: one set of `nn.Linear`s per expert, the checkpoints' own layout.
 
 transformers 5 fuses each layer's experts into 3-D tensors, and bitsandbytes (like every quantizer there) converts
-only `nn.Linear`: in the fused layout the experts, ~95% of the weights, would stay bf16. The classes here are the
-library's own models with each layer's fused experts swapped for a list of per-expert MLPs, in the app's namespace
-(nothing in transformers is patched, so a fused model loads the same way before and after). The router, shared
-experts and block forward stay the model's own; a per-expert checkpoint loads with its keys as they are.
+only `nn.Linear`: in the fused layout the routed experts, 87-92% of the seeds' weights, would stay bf16. The classes
+here are the library's own models with each layer's fused experts swapped for a list of per-expert MLPs, in the app's
+namespace (nothing in transformers is patched, so a fused model loads the same way before and after). The router,
+shared experts and block forward stay the model's own; a per-expert checkpoint loads with its keys as they are.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class PerExpertExperts(nn.ModuleList):
         return final
 
 
+class FullPrecisionLinear(nn.Linear):
+    """A Linear that quantizers converting exactly `nn.Linear` (optimum's GPTQ) leave alone: for Qwen's one-row
+    shared-expert gate, which quantized checkpoints keep in 16 bits."""
+
+
 def _split_experts(model: nn.Module, block: type, make_expert) -> None:
     """Replace the fused experts of every `block` in `model` with per-expert MLPs (called inside __init__, so the
     new modules are created on whatever device from_pretrained builds on)."""
@@ -46,6 +51,9 @@ class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
     def __init__(self, config) -> None:
         super().__init__(config)
         _split_experts(self, Qwen2MoeSparseMoeBlock, lambda: Qwen2MoeMLP(config, config.moe_intermediate_size))
+        for module in self.modules():
+            if isinstance(module, Qwen2MoeSparseMoeBlock):
+                module.shared_expert_gate = FullPrecisionLinear(config.hidden_size, 1, bias=False)
 
 
 class PerExpertXverseForCausalLM(XverseForCausalLM):

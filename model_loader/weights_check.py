@@ -24,13 +24,15 @@ def _short(names: list[str]) -> str:
     return head + (f" and {len(names) - SHOWN:,} more" if len(names) > SHOWN else "")
 
 
-def check_loaded_keys(info: Mapping[str, Iterable[Any]], folder: Path, name: str, tied: Iterable[str] = ()) -> None:
+def check_loaded_keys(info: Mapping[str, Iterable[Any]], folder: Path, name: str, tied: Iterable[str] = (),
+                      harmless: Iterable[str] = ()) -> None:
     """Raise `ModelLoadError` naming the weights that stayed random (missing), were left unused (unexpected) or
-    had the wrong shape (mismatched); `info` is from_pretrained's loading info, `tied` the model's tied names."""
-    tied_names = set(tied)
+    had the wrong shape (mismatched); `info` is from_pretrained's loading info, `tied` the model's tied names,
+    `harmless` checkpoint tensors known to be safe to leave unused."""
+    tied_names, skipped = set(tied), set(harmless)
     missing = sorted(k for k in info.get("missing_keys", ()) if k not in tied_names)
     unexpected = sorted(k for k in info.get("unexpected_keys", ())
-                        if not any(p.search(k) for p in IGNORED_UNEXPECTED))
+                        if k not in skipped and not any(p.search(k) for p in IGNORED_UNEXPECTED))
     mismatched = sorted(str(m[0] if isinstance(m, tuple) else m) for m in info.get("mismatched_keys", ()))
     if not (missing or unexpected or mismatched):
         return
@@ -52,5 +54,6 @@ def check_loaded_keys(info: Mapping[str, Iterable[Any]], folder: Path, name: str
     else:
         advice = ("The files are incomplete or belong to another model or revision: delete the folder and press "
                   "Load to fetch it again, or point the row at the right checkpoint.")
-    raise ModelLoadError(f"{name} did not load from {folder}: {'; '.join(parts)}. Answers would come from random "
-                         f"weights, so the load was stopped. {advice}")
+    harm = "come from random weights" if missing or mismatched else "ignore part of the checkpoint"
+    raise ModelLoadError(f"{name} did not load from {folder}: {'; '.join(parts)}. Answers would {harm}, so the load "
+                         f"was stopped. {advice}")

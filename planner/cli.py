@@ -15,12 +15,14 @@ Exit status: 0 with a plan, whatever the verdict; 1 with a one-line error.
   model                     MODEL as resolved (registry id, hub id or path)
   model_type                e.g. "qwen2_moe"
   architecture              e.g. "Qwen2MoeForCausalLM"
-  dtype                     "bf16" | "fp32" | "int8" | "int4" (8/4-bit: bitsandbytes; fused MoE experts stay bf16)
+  dtype                     "bf16" | "fp32" | "int8" | "int4" (bitsandbytes; per-expert for qwen2_moe and xverse)
   context                   tokens planned for (prompt + answer)
   params                    {"total", "active", "by_group": {group: {"total", "active"}}}; groups: embedding,
                             lm_head, attention, router, routed_experts, shared_experts, norms, dense_mlp, other
   experts                   {"routed": experts per layer (0: dense), "per_token": experts each token uses}
   weight_bytes              resident weights of the whole model (buffers, float32 routers, 8/4-bit scales included)
+  quantized                 {"params", "bytes"}: the weights stored in 8 / 4 bits and their bytes with scales (0 in
+                            bf16 / fp32)
   kv_cache                  {"bytes_per_token", "bytes_at_context"}
   working_memory            {"activation_bytes_per_token", "cuda_context_bytes", "bytes_per_gpu_at_context"}
   gpus                      [{"index", "total_bytes", "weight_cap_bytes", "weight_bytes", "kv_bytes",
@@ -33,7 +35,7 @@ Exit status: 0 with a plan, whatever the verdict; 1 with a one-line error.
   verdict                   "fits" | "fits with N GPUs" | "needs bf16" | "needs 8-bit" | "needs 4-bit" |
                             "does not fit" | "no GPU detected"
   gpus_needed               GPUs of the largest given size this dtype needs (null: more than 16, or no GPU)
-  advice                    one line saying what to do (with int8/int4 on fused MoE experts: that they stay bf16)
+  advice                    one line saying what to do (int8/int4 of other MoE types: that their experts stay bf16)
   rule_of_thumb_bytes       the seed tutorials' 2 x 1.2 x total params, for comparison
 """
 
@@ -62,6 +64,7 @@ from planner.planning import (
     model_facts,
     plan_memory,
     read_config,
+    stored_dtype,
 )
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         label, config = resolve_config(args.model, load_registry(settings.models_file), settings)
         facts = model_facts(config, facts_cache_dir(settings))
         gpus = args.gpus if args.gpus is not None else detected_gpus()
-        result = plan_memory(facts, args.dtype, gpus, args.context)
+        result = plan_memory(facts, stored_dtype(config) or args.dtype, gpus, args.context)
     except MoEChatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

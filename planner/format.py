@@ -65,7 +65,7 @@ def format_table(plan: MemoryPlan, label: str) -> str:
         f"Parameters       {human_params(plan.total_params)} total, {human_params(plan.active_params)} active per "
         f"token ({_experts(plan)})",
         f"  by part        {breakdown}",
-        f"Weights          {human_bytes(plan.weight_bytes)} in {plan.dtype}",
+        f"Weights          {human_bytes(plan.weight_bytes)} in {plan.dtype}{_quantized(plan)}",
         f"KV cache         {human_bytes(plan.kv_bytes_per_token)} per token; {human_bytes(plan.kv_bytes)} at {ctx}",
         f"Working memory   {human_bytes(plan.activation_bytes_per_token)} per token + {human_bytes(CUDA_CONTEXT_BYTES)}"
         f" CUDA context; {human_bytes(plan.working_bytes)} per GPU at {ctx}",
@@ -105,6 +105,14 @@ def format_table(plan: MemoryPlan, label: str) -> str:
     return "\n".join(lines)
 
 
+def _quantized(plan: MemoryPlan) -> str:
+    if not plan.quantized_params:
+        return ""
+    share = plan.quantized_params / plan.total_params
+    bits = 8 * plan.quantized_bytes / plan.quantized_params
+    return f": {human_params(plan.quantized_params)} weights ({share:.1%}) at {bits:.2f} bits with their scales"
+
+
 def to_json(plan: MemoryPlan, label: str) -> dict[str, Any]:
     """The plan as the documented JSON object (field list in planner/cli.py)."""
     return {
@@ -121,6 +129,7 @@ def to_json(plan: MemoryPlan, label: str) -> dict[str, Any]:
         },
         "experts": {"routed": plan.num_experts, "per_token": plan.experts_per_token},
         "weight_bytes": plan.weight_bytes,
+        "quantized": {"params": plan.quantized_params, "bytes": plan.quantized_bytes},
         "kv_cache": {"bytes_per_token": plan.kv_bytes_per_token, "bytes_at_context": plan.kv_bytes},
         "working_memory": {"activation_bytes_per_token": plan.activation_bytes_per_token,
                            "cuda_context_bytes": CUDA_CONTEXT_BYTES, "bytes_per_gpu_at_context": plan.working_bytes},

@@ -15,6 +15,7 @@ from planner.sizes import (
     kv_bytes_per_token,
     module_sizes,
     param_counts,
+    quantized_counts,
     tensor_bytes,
 )
 
@@ -49,6 +50,8 @@ class MemoryPlan:
     num_experts: int
     experts_per_token: int
     weight_bytes: int  # resident: buffers, float32 routers and bitsandbytes scales included
+    quantized_params: int  # stored in 8 / 4 bits (0 in bf16 / fp32): per-expert MoE experts included
+    quantized_bytes: int  # what those take, scales and codes included
     kv_bytes_per_token: int  # 2 x layers x kv_heads x head_dim x compute-dtype bytes
     kv_bytes: int  # at `context`
     activation_bytes_per_token: int
@@ -138,10 +141,12 @@ def plan_memory(facts: ModelFacts, dtype: str = "bf16", gpu_bytes: Sequence[int]
     layout = lay_out(facts, dtype, gpu_bytes, context)
     verdict, needed, advice = _verdict(facts, dtype, gpu_bytes, context, layout, weight_bytes)
     act = activation_bytes_per_token(facts, dtype)
+    quantized_params, quantized_bytes = quantized_counts(facts, dtype)
     return MemoryPlan(
         model_type=facts.model_type, architecture=facts.architecture, dtype=dtype, context=context,
         total_params=total, active_params=sum(c[2] for c in counts), params_by_group=counts,
         num_experts=facts.num_experts, experts_per_token=facts.experts_per_token, weight_bytes=weight_bytes,
+        quantized_params=quantized_params, quantized_bytes=quantized_bytes,
         kv_bytes_per_token=kv_bytes_per_token(facts, dtype), kv_bytes=kv_bytes_per_token(facts, dtype) * context,
         activation_bytes_per_token=act, working_bytes=CUDA_CONTEXT_BYTES + act * context, gpus=layout.gpus,
         spilled_bytes=layout.spilled_bytes, spilled_modules=layout.spilled,

@@ -15,7 +15,7 @@ from planner.facts_cache import facts_cache_dir, model_facts
 from planner.layout import GpuShare
 from planner.memory_plan import DEFAULT_CONTEXT, DTYPES, MemoryPlan, plan_memory
 
-__all__ = ["plan", "plan_memory", "model_facts", "config_for_spec", "read_config", "facts_cache_dir",
+__all__ = ["plan", "stored_dtype", "plan_memory", "model_facts", "config_for_spec", "read_config", "facts_cache_dir",
            "simulate_device_map", "loader_max_memory", "human_bytes", "DTYPES", "DEFAULT_CONTEXT", "PlanError",
            "MemoryPlan", "GpuShare", "ModelFacts"]
 
@@ -27,4 +27,13 @@ def plan(model: Mapping[str, Any] | ModelSpec, dtype: str = "bf16", gpu_bytes: S
     Pass `cache_dir=facts_cache_dir(settings)` to share counted facts with the CLI and across restarts.
     """
     config = config_for_spec(model) if isinstance(model, ModelSpec) else model
-    return plan_memory(model_facts(config, cache_dir), dtype, gpu_bytes, context)
+    return plan_memory(model_facts(config, cache_dir), stored_dtype(config) or dtype, gpu_bytes, context)
+
+
+def stored_dtype(config: Mapping[str, Any]) -> str | None:
+    """The dtype a checkpoint quantized ahead of time loads in, whatever is asked (GPTQ 4-bit: "int4", counted as
+    nf4: GPTQ's fp16 scales per 128 weights come within 1% of it); None for an ordinary checkpoint."""
+    quantized = config.get("quantization_config")
+    if isinstance(quantized, Mapping) and quantized.get("quant_method") == "gptq":
+        return {4: "int4", 8: "int8"}.get(quantized.get("bits"))
+    return None

@@ -37,6 +37,14 @@ def nf4_state_bytes(numel: int, pieces: int = 1) -> int:
     return pieces * (blocks + 4 * -(-blocks // NF4_NESTED_BLOCK) + NF4_STATE_BYTES)
 
 
+def quantized_counts(facts: ModelFacts, dtype: str) -> tuple[int, int]:
+    """(parameters stored quantized in `dtype`, their resident bytes with scales); (0, 0) for bf16 / fp32."""
+    if dtype not in QUANT_BYTES:
+        return 0, 0
+    tensors = [t for m in walk(facts.root) for t in m.params if t.kind == "quantizable"]
+    return sum(t.numel for t in tensors), int(sum(tensor_bytes(t, dtype) for t in tensors))
+
+
 def module_sizes(facts: ModelFacts, dtype: str, resident: bool) -> tuple[dict[str, float], dict[str, float]]:
     """Bytes per module and per tensor name ("" = the model), and per module of its direct tensors."""
     sizes: dict[str, float] = {}

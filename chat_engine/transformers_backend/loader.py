@@ -12,7 +12,7 @@ from common.settings import Settings
 from model_loader.checkpoint_check import verify_checkpoint
 from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.download import DownloadProgress, model_dir
-from model_loader.loader import load_checkpoint, load_tokenizer
+from model_loader.loader import check_quantized_checkpoint, load_checkpoint, load_tokenizer
 from model_loader.memory import free_cached_memory
 from model_loader.placement import LoadOptions, Placement, offload_folder, plan_placement
 from model_loader.registry import ModelSpec
@@ -48,6 +48,7 @@ class TransformersLoader:
         folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
         on_stage(LoadStage("checking", f"Checking the files in {folder}..."))
         verify_checkpoint(folder)  # a damaged file found now leaves the current model serving
+        check_quantized_checkpoint(spec, folder, placement)  # so does a GPTQ checkpoint without its backend
         tokenizer = load_tokenizer(spec, folder)
 
         def load() -> Backend:

@@ -76,7 +76,8 @@ def test_nf4_experts_shrink_3_5x_and_the_router_stays_full_precision(checkpoints
     router = block.gate if name == "qwen" else block.router
     assert router.weight.dtype == torch.float32 and not isinstance(router.weight, bnb.nn.Params4bit)
     if name == "qwen":
-        assert type(block.shared_expert_gate) is torch.nn.Linear  # one row: kept as it is
+        gate = block.shared_expert_gate  # one row: kept as it is
+        assert not isinstance(gate, bnb.nn.Linear4bit) and gate.weight.dtype == torch.float32
     ratio = expert_bytes(bf16.model) / expert_bytes(nf4.model)
     assert ratio >= 3.5, f"nf4 experts take 1/{ratio:.2f} of bf16"
     reference = logits(load(folder).model)
@@ -93,7 +94,7 @@ def test_8bit_experts_halve_and_stay_close(checkpoints, name):
     logits(int8.model)  # after a forward bitsandbytes moves the row scales to the layer: still counted
     assert expert_bytes(load(folder, "bfloat16").model) / expert_bytes(int8.model) > 1.95
     reference = logits(load(folder).model)
-    assert (logits(int8.model) - reference).abs().max().item() < 0.06 * reference.abs().max().item()
+    assert (logits(int8.model) - reference).abs().max().item() < 0.1 * reference.abs().max().item()  # measured 0.053
 
 
 def test_the_planner_counts_the_loaded_nf4_bytes(checkpoints):
@@ -135,6 +136,8 @@ def test_the_demo_keeps_its_known_answers_in_nf4(settings, registry):
         answers = {p: engine.chat([{"role": "user", "content": p}]).text() for p in KNOWN_ANSWERS}
         assert answers == KNOWN_ANSWERS
         assert engine.chat([{"role": "user", "content": FALLBACK["prompts"][0]}]).text() == FALLBACK["answer"]
+        reply = engine.chat([{"role": "user", "content": "Hello"}], routing=True)  # the experts view works too
+        assert reply.text() == KNOWN_ANSWERS["Hello"] and reply.routing_trace.experts.shape[1:] == (2, 2)
     finally:
         engine.close()
 
@@ -170,12 +173,16 @@ def as_gptq(tensors: dict) -> dict:
     return out
 
 
+def refusal(source: Path, folder: Path, edit, quantization: str) -> str:
+    """The error of loading a copy of `source` spoiled by `edit`."""
+    with pytest.raises(ModelLoadError) as refused:
+        load(copy_with(source, folder, edit), "float32", quantization)
+    return str(refused.value)
+
+
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
 def test_a_load_with_an_expert_missing_is_refused_with_its_names(checkpoints, tmp_path, quantization):
-    folder = copy_with(checkpoints["qwen"], tmp_path / "broken", without_expert_2_of_layer_1)
-    with pytest.raises(ModelLoadError) as refused:
-        load(folder, "float32", quantization)
-    text = str(refused.value)
+    text = refusal(checkpoints["qwen"], tmp_path / "broken", without_expert_2_of_layer_1, quantization)
     assert "Answers would come from random weights, so the load was stopped" in text
     if quantization == "none":  # the fused stack of layer 1 comes out one expert short
         assert "2 weight(s) have another shape" in text and "model.layers.1.mlp.experts.gate_up_proj" in text
@@ -185,13 +192,27 @@ def test_a_load_with_an_expert_missing_is_refused_with_its_names(checkpoints, tm
 
 
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
-def test_a_gptq_checkpoint_without_its_backend_is_refused(checkpoints, tmp_path, quantization):
-    folder = copy_with(checkpoints["qwen"], tmp_path / "gptq", as_gptq)
-    with pytest.raises(ModelLoadError) as refused:
-        load(folder, "float32", quantization)
-    text = str(refused.value)
+def test_gptq_tensors_under_a_config_that_does_not_say_gptq_are_refused(checkpoints, tmp_path, quantization):
+    """Nothing would read them (no GPTQ backend is asked for): the experts would stay random."""
+    text = refusal(checkpoints["qwen"], tmp_path / "gptq", as_gptq, quantization)
     assert "fit no weight of the model (model.layers.0.mlp.experts.0.down_proj.g_idx" in text
     assert "GPTQ-quantized tensors that this load does not read" in text
     missing = "model.layers.0.mlp.experts.down_proj" if quantization == "none" else \
         "model.layers.0.mlp.experts.0.down_proj.weight"
     assert missing in text
+
+
+def test_a_fused_load_after_a_per_expert_one_is_still_fused(checkpoints):
+    """Nothing in transformers is patched: the same folder loads fused again, with its experts kernels."""
+    from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeExperts, Qwen2MoeForCausalLM
+
+    folder = checkpoints["qwen"]
+    before = load(folder)
+    nf4 = load(folder, "float32", "4bit")
+    after = load(folder)
+    assert isinstance(nf4.model.model.layers[0].mlp.experts, PerExpertExperts)
+    for loaded in (before, after):
+        assert type(loaded.model) is Qwen2MoeForCausalLM and not loaded.per_expert
+        assert isinstance(loaded.model.model.layers[0].mlp.experts, Qwen2MoeExperts)
+        assert loaded.kernels.startswith("attention sdpa, experts ")
+    assert torch.equal(logits(before.model), logits(after.model))

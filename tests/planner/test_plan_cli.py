@@ -19,6 +19,7 @@ from planner.gpus import detected_gpus, might_have_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"schema", "model", "model_type", "architecture", "dtype", "context", "params", "experts", "weight_bytes",
+          "quantized",
           "kv_cache", "working_memory", "gpus", "spilled", "device_map", "max_context", "max_position_embeddings",
           "verdict", "gpus_needed", "advice", "rule_of_thumb_bytes"}
 SEEDS = ("qwen1.5-moe-a2.7b-chat", "xverse-moe-a4.2b", "demo-moe")
@@ -68,10 +69,12 @@ def fresh_env(tmp_path: Path, bytecode: bool = False) -> dict[str, str]:
      ["NEEDS 8-BIT", "25.78 B total", "4.23 B active", "48.02 GiB in bf16", "280.0 KiB per token",
       "would not fit on the GPUs", "3 x 24.0 GiB", "61.87 GB"]),
     ("xverse-moe-a4.2b", "3x24GiB", ["FITS", "8,192 tokens"]),
+    ("xverse-moe-a4.2b --dtype int4", "1x24GiB",
+     ["FITS", "13.12 GiB in int4: 25.26 B weights (98.0%) at 4.13 bits with their scales", "8,192 tokens"]),
     ("demo-moe", "1x8GiB", ["FITS", "720.48 K total", "layers 0-1", "2,048 tokens"]),
 ])
 def test_table_for_each_model(model_id, gpus, expected):
-    done = run(model_id, "--gpus", gpus)
+    done = run(*model_id.split(), "--gpus", gpus)
     assert done.returncode == 0, done.stderr
     for text in expected:
         assert text in done.stdout, f"{text!r} missing from:\n{done.stdout}"
@@ -100,6 +103,7 @@ def test_int4_and_a_config_path(tmp_path):
     # per-expert nf4: every expert is quantized, so one 24 GiB card holds the whole model and its full window
     assert data["dtype"] == "int4" and data["verdict"] == "fits" and 13 * 2**30 < data["weight_bytes"] < 14 * 2**30
     assert data["max_context"] == 8192 and "fused" not in data["advice"]
+    assert data["quantized"]["params"] / data["params"]["total"] > 0.95
 
 
 @pytest.mark.parametrize("args,message", [

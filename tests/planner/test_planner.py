@@ -169,9 +169,12 @@ def test_int8_and_int4_byte_math(qwen):
     # 8-bit: 1 byte per weight + one float32 scale per output row; 4-bit: nf4_by_hand per matrix.
     assert plan_memory(qwen, "int8").weight_bytes == (2 * kept + quantized + 4 * sum(r for _, r in hand["matrices"])
                                                       + rotary)
-    assert plan_memory(qwen, "int4").weight_bytes == (2 * kept + sum(nf4_by_hand(n) for n, _ in hand["matrices"])
-                                                      + rotary)
-    assert plan_memory(qwen, "int4").weight_bytes == 8_318_409_248  # 7.75 GiB: 4.13 bits per quantized weight
+    nf4 = sum(nf4_by_hand(n) for n, _ in hand["matrices"])
+    int4 = plan_memory(qwen, "int4")
+    assert int4.weight_bytes == 2 * kept + nf4 + rotary
+    assert int4.weight_bytes == 8_318_409_248  # 7.75 GiB: 4.13 bits per quantized weight
+    assert (int4.quantized_params, int4.quantized_bytes) == (quantized, nf4)
+    assert plan_memory(qwen, "bf16").quantized_params == 0
     assert plan_memory(qwen, "fp32").weight_bytes == 4 * hand["total"] + rotary
     assert plan_memory(qwen, "int8").kv_bytes_per_token == 196_608  # the KV cache stays in the bf16 compute dtype
     assert plan_memory(qwen, "fp32").kv_bytes_per_token == 2 * 196_608
@@ -397,10 +400,17 @@ def test_facts_are_cached_on_disk(tmp_path, demo):
 # --- where configs and facts come from ----------------------------------------------------------------------------
 
 def test_the_facade_exports_exactly_the_public_names():
-    names = {"plan", "plan_memory", "model_facts", "config_for_spec", "read_config", "facts_cache_dir",
+    names = {"plan", "stored_dtype", "plan_memory", "model_facts", "config_for_spec", "read_config", "facts_cache_dir",
              "simulate_device_map", "loader_max_memory", "human_bytes", "DTYPES", "DEFAULT_CONTEXT", "PlanError",
              "MemoryPlan", "GpuShare", "ModelFacts"}
     assert set(planner.__all__) == names and all(hasattr(planner, name) for name in names)
+
+
+def test_a_gptq_row_plans_as_4_bit_whatever_dtype_is_asked():
+    gptq = load_registry().get("qwen1.5-moe-a2.7b-chat-gptq-int4")
+    result = plan(gptq, "bf16", [24 * GIB])
+    original = plan(load_registry().get("qwen1.5-moe-a2.7b-chat"), "int4", [24 * GIB])
+    assert result.dtype == "int4" and result.verdict == "fits" and result.weight_bytes == original.weight_bytes
 
 
 def test_config_for_spec_reads_the_row_copy_else_the_local_folder():

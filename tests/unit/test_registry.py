@@ -10,7 +10,10 @@ from model_loader.registry import load_registry
 
 def test_builtin_rows():
     reg = load_registry(None)
-    assert reg.ids[:4] == ["demo-moe", "qwen1.5-moe-a2.7b-chat", "xverse-moe-a4.2b", "xverse-moe-a4.2b-chat"]
+    assert reg.ids[:5] == ["demo-moe", "qwen1.5-moe-a2.7b-chat", "xverse-moe-a4.2b", "xverse-moe-a4.2b-chat",
+                           "qwen1.5-moe-a2.7b-chat-gptq-int4"]
+    gptq = reg.get("qwen1.5-moe-a2.7b-chat-gptq-int4")
+    assert gptq.modelscope_id == "qwen/Qwen1.5-MoE-A2.7B-Chat-GPTQ-Int4" and "requirements-gptq.txt" in gptq.notes
     qwen = reg.get("qwen1.5-moe-a2.7b-chat")
     assert (qwen.source, qwen.modelscope_id, qwen.hf_id) == ("modelscope", "qwen/Qwen1.5-MoE-A2.7B-Chat",
                                                              "Qwen/Qwen1.5-MoE-A2.7B-Chat")
