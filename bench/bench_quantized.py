@@ -37,7 +37,7 @@ def main() -> None:
     from model_loader.weight_bytes import expert_bytes
 
     torch.set_num_threads(1)
-    device_map = "auto" if args.device == "cuda" else None  # "auto" with no caps: the first GPU holds the demo
+    device_map = "cuda:0" if args.device == "cuda" else None  # the whole demo on the first GPU
     placements = {"fused bf16": Placement(device=args.device, dtype="bfloat16", device_map=device_map),
                   "per-expert nf4": Placement(device=args.device, dtype="bfloat16", device_map=device_map,
                                               quantization="4bit")}
@@ -59,6 +59,8 @@ def main() -> None:
     for engine in engines.values():
         engine.close()
     fused, nf4 = (statistics.median(rates[name][1:]) for name in placements)
+    if not fused or not nf4:
+        raise SystemExit(f"no tokens/s measured: {rates}")
     print(f"{args.tokens}-token demo answers on {args.device}, median of {args.runs}: fused bf16 {fused:.0f} tokens/s, "
           f"per-expert nf4 {nf4:.0f} tokens/s")
     print(f"nf4 / bf16 speed = {nf4 / fused:.3f}")

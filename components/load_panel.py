@@ -18,8 +18,8 @@ _LABELS = {
     "sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash-attention 2",
     "grouped_mm": "grouped_mm", "batched_mm": "batched_mm",
 }
-QUANT_HELP = ("bitsandbytes on a CUDA GPU. Qwen1.5-MoE and XVERSE-MoE load one quantized Linear per expert, so "
-              "the experts (87-92% of the weights) shrink too: in 4-bit (nf4) both fit one 24 GB GPU.")
+QUANT_HELP = ("bitsandbytes on a CUDA GPU. Qwen2-MoE and XVERSE-MoE models load one quantized Linear per expert, "
+              "so their experts (most of the weights) shrink too: in 4-bit (nf4) both seed models fit one 24 GB GPU.")
 _OFFLOAD = {"none": "GPUs only", "cpu": "allow CPU offload", "disk": "allow CPU and disk offload"}
 
 
@@ -62,7 +62,8 @@ def render_options(facts: Any, preview: Any) -> LoadOptions | None:
             return None
         experts_text = placement.experts or "auto (grouped_mm where it can run, else eager)"
         if placement.quantization != "none":
-            experts_text = f"one {_LABELS[placement.quantization]} Linear per expert (bitsandbytes)"
+            experts_text = (f"one {_LABELS[placement.quantization]} Linear per expert for Qwen2-MoE and XVERSE-MoE "
+                            "(bitsandbytes; other MoE types keep fused bf16 experts)")
         where = placement.device
         if placement.max_memory:
             where = "GPUs " + ", ".join(str(k) for k in placement.max_memory if k != "cpu")

@@ -18,19 +18,19 @@ from common.errors import ModelLoadError
 BACKEND = ("optimum", "gptqmodel")  # import names; pip names are the same
 
 
-def quantization_config(folder: Path) -> dict[str, Any] | None:
-    """The checkpoint's own `quantization_config` (None: an unquantized checkpoint)."""
+def quantization_config(config_file: Path) -> dict[str, Any] | None:
+    """A config.json's `quantization_config` (None: an unquantized checkpoint, or no readable config)."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # the loader reports an unreadable config itself
-    found = config.get("quantization_config")
+    found = config.get("quantization_config") if isinstance(config, dict) else None
     return found if isinstance(found, dict) else None
 
 
-def gptq_label(folder: Path) -> str:
-    """E.g. "GPTQ 4-bit" for a GPTQ checkpoint; "" for any other."""
-    config = quantization_config(folder) or {}
+def gptq_label(config_file: Path) -> str:
+    """E.g. "GPTQ 4-bit" for the config.json of a GPTQ checkpoint; "" for any other."""
+    config = quantization_config(config_file) or {}
     return f"GPTQ {config.get('bits', '?')}-bit" if config.get("quant_method") == "gptq" else ""
 
 

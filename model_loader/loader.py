@@ -41,7 +41,7 @@ class LoadedModel:
         """What the user must know about this placement (layers off-GPU)."""
         warning = offload_warning(getattr(self.model, "hf_device_map", None))
         found = (warning,) if warning else ()
-        if self.placement.quantization != "none" and not self.per_expert:
+        if self.placement.quantization != "none" and not self.per_expert and _has_fused_experts(self.model):
             found += (f"{self.spec.name}'s architecture has no per-expert block in this app: bitsandbytes quantized "
                       f"only its nn.Linear layers, and MoE experts stored fused stay in {self.placement.dtype}.",)
         return found
@@ -114,10 +114,11 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
                        load_seconds=elapsed, per_expert=per_expert)
 
 
-def check_quantized_checkpoint(spec: ModelSpec, folder: Path, placement: Placement) -> str:
-    """"GPTQ 4-bit" (say) when `folder` holds a GPTQ checkpoint, else ""; refuses (cheaply, before any unload) one
-    this load cannot read."""
-    gptq = gptq_label(folder)
+def check_quantized_checkpoint(spec: ModelSpec, folder: Path | None, placement: Placement) -> str:
+    """The GPTQ label (e.g. "GPTQ 4-bit") of the checkpoint in `folder`, else ""; a GPTQ checkpoint this load cannot
+    read is refused (cheap: before any download or unload, `folder` None reads the row's own config copy)."""
+    config = spec.config if folder is None else folder / "config.json"
+    gptq = gptq_label(config) if config is not None else ""
     if not gptq:
         return ""
     if placement.quantization != "none":
@@ -134,6 +135,12 @@ def model_class_for(folder: Path, placement: Placement, gptq: str = "") -> type 
     from model_loader.per_expert import PER_EXPERT_CLASSES
 
     return PER_EXPERT_CLASSES.get(_config(folder).get("model_type", ""))
+
+
+def _has_fused_experts(model: Any) -> bool:
+    """Whether some MoE layer keeps its experts as fused 3-D tensors (which bitsandbytes leaves unquantized)."""
+    return any(name.endswith(".experts") and any(p.dim() == 3 for p in m.parameters(recurse=False))
+               for name, m in model.named_modules())
 
 
 def _gptq_kernel(model: Any) -> str:

@@ -9,11 +9,14 @@ shared experts and block forward stay the model's own; a per-expert checkpoint l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
-from transformers import Qwen2MoeForCausalLM
+from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeMLP, Qwen2MoeSparseMoeBlock
 
+from model_loader.xverse.configuration_xverse import XverseConfig
 from model_loader.xverse.modeling_xverse import XverseForCausalLM, XverseMLP, XverseSparseMoeBlock
 
 
@@ -22,22 +25,38 @@ class PerExpertExperts(nn.ModuleList):
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
-        """sum_k weight_k * expert_k(x) per token: [tokens, hidden], [tokens, k], [tokens, k] -> [tokens, hidden]."""
+        """sum_k weight_k * expert_k(x) per token: [tokens, hidden], [tokens, k], [tokens, k] -> [tokens, hidden].
+
+        The (token, slot) pairs are grouped by expert with one sort, so the host waits for the device once per layer
+        (for the group sizes), not once per expert chosen.
+        """
         final = torch.zeros_like(hidden_states)
-        for expert in top_k_index.unique().tolist():  # only the experts some token chose
-            token_idx, top_k_pos = torch.where(top_k_index == expert)  # [pairs], [pairs]
-            current = self[expert](hidden_states[token_idx])  # [pairs, hidden]
-            current = current * top_k_weights[token_idx, top_k_pos, None]
-            final.index_add_(0, token_idx, current.to(final.dtype))
+        k = top_k_index.shape[-1]
+        flat = top_k_index.reshape(-1)  # [tokens * k]
+        order = flat.argsort(stable=True)  # [tokens * k]: pairs grouped by expert, in token order within one
+        sizes = torch.bincount(flat, minlength=len(self)).tolist()  # [experts]
+        start = 0
+        for expert, size in enumerate(sizes):
+            if size:  # only the experts some token chose
+                pairs = order[start:start + size]  # [pairs]
+                token_idx, top_k_pos = pairs // k, pairs % k  # [pairs], [pairs]
+                current = self[expert](hidden_states[token_idx])  # [pairs, hidden]
+                current = current * top_k_weights[token_idx, top_k_pos, None]
+                final.index_add_(0, token_idx, current.to(final.dtype))
+                start += size
         return final
 
 
+# Linears the per-expert classes keep in the load dtype: quantizers convert only exactly `nn.Linear` (bitsandbytes
+# and optimum's GPTQ alike), so these are a subclass. The planner leaves them unquantized too.
+FULL_PRECISION_LINEARS = ("shared_expert_gate",)  # Qwen's one-row gate, 16-bit in quantized releases too
+
+
 class FullPrecisionLinear(nn.Linear):
-    """A Linear that quantizers converting exactly `nn.Linear` (optimum's GPTQ) leave alone: for Qwen's one-row
-    shared-expert gate, which quantized checkpoints keep in 16 bits."""
+    """A Linear that quantizers leave alone (see FULL_PRECISION_LINEARS)."""
 
 
-def _split_experts(model: nn.Module, block: type, make_expert) -> None:
+def _split_experts(model: nn.Module, block: type, make_expert: Callable[[], nn.Module]) -> None:
     """Replace the fused experts of every `block` in `model` with per-expert MLPs (called inside __init__, so the
     new modules are created on whatever device from_pretrained builds on)."""
     for module in model.modules():
@@ -48,7 +67,7 @@ def _split_experts(model: nn.Module, block: type, make_expert) -> None:
 class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
     """Qwen2-MoE (Qwen1.5-MoE) with per-expert Linears: `mlp.experts.{e}.{gate,up,down}_proj.weight`."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Qwen2MoeConfig) -> None:
         super().__init__(config)
         _split_experts(self, Qwen2MoeSparseMoeBlock, lambda: Qwen2MoeMLP(config, config.moe_intermediate_size))
         for module in self.modules():
@@ -59,7 +78,7 @@ class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
 class PerExpertXverseForCausalLM(XverseForCausalLM):
     """XVERSE-MoE with per-expert Linears, the original checkpoint's layout."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: XverseConfig) -> None:
         super().__init__(config)
         _split_experts(self, XverseSparseMoeBlock, lambda: XverseMLP(config, config.intermediate_size))
 

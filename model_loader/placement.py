@@ -17,7 +17,6 @@ QUANTIZATIONS = ("none", "8bit", "4bit")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 EXPERTS = ("auto", "grouped_mm", "batched_mm", "eager")
 OFFLOADS = ("none", "cpu", "disk")
-UNQUANTIZED_MODULES = ("lm_head", "shared_expert_gate")  # routers are no nn.Linear: they stay in full precision
 Offload = Literal["none", "cpu", "disk"]
 
 
@@ -82,10 +81,9 @@ class Placement:
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=getattr(torch, self.dtype),
                 llm_int8_enable_fp32_cpu_offload=self.offload == "cpu",
-                # Kept in the load dtype: the head (as transformers' default) and Qwen's one-row shared-expert gate.
-                llm_int8_skip_modules=list(UNQUANTIZED_MODULES),
             )
-            kwargs.setdefault("device_map", {"": self.device})  # bitsandbytes quantizes as it places
+            if self.device == "cpu":  # bitsandbytes would place the layers on a GPU wherever one is visible
+                kwargs.setdefault("device_map", {"": "cpu"})
         return kwargs
 
 
@@ -134,8 +132,11 @@ def plan_placement(facts: DeviceFacts, settings: Settings, options: LoadOptions 
     attention, why = choose_attention(facts, gpus, opts.attention)
     experts = None if opts.experts == "auto" else opts.experts
     if opts.quantization != "none" and experts is not None:
-        raise ModelLoadError("The experts kernel applies to unquantized loads: a 4-bit or 8-bit load runs one "
-                             "quantized Linear per expert. Set experts to auto.")
+        raise ModelLoadError("The experts kernel applies to unquantized loads only (4-bit and 8-bit loads of "
+                             "Qwen2-MoE and XVERSE-MoE run one quantized Linear per expert): set experts to auto.")
+    if opts.quantization != "none" and opts.offload == "disk":
+        raise ModelLoadError("bitsandbytes cannot offload quantized layers to disk: choose GPUs only or CPU "
+                             "offload, or load unquantized.")
     if not gpus:
         return Placement(device="cpu", dtype=dtype, attention=attention, attention_reason=why, experts=experts)
     max_memory: dict[int | str, str] = {}

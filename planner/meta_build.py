@@ -21,8 +21,7 @@ def build_facts(config: Mapping[str, Any]) -> ModelFacts:
     from transformers.quantizers.base import get_keys_to_not_convert
     from transformers.quantizers.quantizers_utils import should_convert_module
 
-    from model_loader.per_expert import PER_EXPERT_CLASSES
-    from model_loader.placement import UNQUANTIZED_MODULES
+    from model_loader.per_expert import FULL_PRECISION_LINEARS, PER_EXPERT_CLASSES
     from model_loader.xverse import register
 
     register()
@@ -42,8 +41,10 @@ def build_facts(config: Mapping[str, Any]) -> ModelFacts:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied_keys = dict(getattr(model, "all_tied_weights_keys", {}) or {})
     fp32 = [re.compile(p.replace("*", ".*")) for p in model._get_dtype_plan(torch.bfloat16)]
-    # What the loader's BitsAndBytesConfig skips (placement.UNQUANTIZED_MODULES), and what the model keeps in float32.
-    not_quantized = get_keys_to_not_convert(model) + list(UNQUANTIZED_MODULES) + list(model._keep_in_fp32_modules or ())
+    # What transformers' quantizers skip (the head), what the model keeps in float32, and what the per-expert class
+    # keeps in full precision.
+    kept = FULL_PRECISION_LINEARS if model_type in PER_EXPERT_CLASSES else ()
+    not_quantized = get_keys_to_not_convert(model) + list(kept) + list(model._keep_in_fp32_modules or ())
 
     per_expert = model_type in PER_EXPERT_CLASSES  # quantized loads split its fused experts into Linears
 

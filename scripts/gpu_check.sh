@@ -23,7 +23,7 @@ timeout 420 "$PYTHON" -m pytest -m gpu -q -rA -p no:cacheprovider tests/engine >
 grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed" /tmp/gpu_check_tests.log | sed 's/^/gpu_check: /'
 timeout 120 "$PYTHON" bench/bench_decode.py --tokens 200 --runs 3 2>&1 | grep -E "^decode|Error" | sed 's/^/gpu_check: /' \
   || status=1
-# 4-bit: the tiny models and the demo in per-expert nf4 on cuda are in the gpu tests above; this is their speed and size.
+# 4-bit: the tiny models and the demo in per-expert nf4 on cuda are in the gpu tests above; here, speed and size.
 timeout 180 "$PYTHON" bench/bench_quantized.py --device cuda --tokens 200 --runs 3 2>&1 \
   | grep -E "^(200-token|nf4 /|routed)|Error" | sed 's/^/gpu_check: 4-bit: /' || status=1
 [ "$status" -eq 0 ] && echo "gpu_check: all checks passed" || echo "gpu_check: FAILED (full test log: /tmp/gpu_check_tests.log)"

@@ -30,7 +30,8 @@ export MOE_CHAT_VLLM_VENV="$VLLM_VENV" MOE_CHAT_REQUIRE_VLLM=1
 # GPTQ's backend (optimum + gptqmodel, requirements-gptq.txt) in a venv of its own, as a user would add it on top of
 # requirements.txt: gptqmodel pins another numpy than the app's constraints. The GPTQ tests load through it.
 GPTQ_VENV=${MOE_CHAT_GPTQ_VENV:-.venv-gptq}
-if ! "$GPTQ_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('gptqmodel') == '7.6.0'" 2>/dev/null; then
+if ! "$GPTQ_VENV/bin/python" -c "import importlib.metadata as m
+assert (m.version('gptqmodel'), m.version('optimum')) == ('7.6.0', '2.3.0')" 2>/dev/null; then
   "$PYTHON" -m venv "$GPTQ_VENV"
   "$GPTQ_VENV/bin/python" -m pip install --quiet "torch==2.13.0"
   "$GPTQ_VENV/bin/python" -m pip install --quiet -r requirements.txt

@@ -44,6 +44,7 @@ class TransformersLoader:
                 on_progress: Callable[[DownloadProgress], None] | None = None,
                 cancel: threading.Event | None = None) -> Callable[[], Backend]:
         placement = self.placement(spec, options)
+        check_quantized_checkpoint(spec, None, placement)  # a GPTQ row without its backend: before any download
         on_stage(LoadStage("downloading", f"Locating the files of {spec.name} ({spec.where})..."))
         folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
         on_stage(LoadStage("checking", f"Checking the files in {folder}..."))

@@ -92,6 +92,20 @@ def test_without_its_backend_a_gptq_checkpoint_is_refused_before_the_current_mod
         engine.close()
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is not None, reason="the GPTQ backend is installed here")
+def test_the_gptq_row_without_its_backend_is_refused_before_its_8_gb_download(settings, registry, _loopback_only):
+    from chat_engine.engine import Engine
+
+    engine = Engine(settings)
+    try:
+        with pytest.raises(ModelLoadError, match="pip install -r requirements-gptq.txt"):
+            engine.load(registry.get("qwen1.5-moe-a2.7b-chat-gptq-int4"))
+    finally:
+        engine.close()
+    assert _loopback_only == []  # not a single connection: no hub was asked for anything
+    assert not list(settings.cache_dir.rglob("*.safetensors"))
+
+
 def test_4bit_on_top_of_gptq_is_refused(tiny):
     with pytest.raises(ModelLoadError, match=r"already quantized \(GPTQ 4-bit\): set Quantization to none"):
         load_checkpoint(spec_for(tiny["gptq"]), tiny["gptq"],

@@ -11,7 +11,7 @@ import importlib.util
 import pytest
 import torch
 
-from tests.engine.test_quantized import WIDE, expert_bytes, spec_for
+from tests.engine.test_quantized import WIDE, expert_bytes, experts_errors, relative_error, spec_for
 from tests.support.helpers import KNOWN_ANSWERS, build_tiny_qwen_real_layout
 from tests.support.xverse_checkpoint import build_tiny_xverse
 
@@ -46,10 +46,11 @@ def test_nf4_on_cuda_shrinks_the_experts_and_follows_bf16(folders, name):
     assert nf4.per_expert and {p.device.type for p in nf4.model.parameters()} == {"cuda"}
     assert isinstance(nf4.model.model.layers[0].mlp.experts[0].down_proj, bnb.nn.Linear4bit)
     assert expert_bytes(bf16.model) / expert_bytes(nf4.model) >= 3.5
+    assert max(experts_errors(bf16.model, nf4.model)) < 0.2  # 0.158-0.164 on the CPU
     with torch.no_grad():
         ids = torch.arange(5, 25).unsqueeze(0).to("cuda")
         got, want = nf4.model(ids).logits.float(), bf16.model(ids).logits.float()
-    assert (got - want).abs().max().item() < 0.3 * want.abs().max().item()
+    assert relative_error(got.cpu(), want.cpu()) < 0.25
 
 
 def test_the_demo_answers_in_nf4_on_cuda(settings, registry):

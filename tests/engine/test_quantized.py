@@ -47,6 +47,30 @@ def logits(model) -> torch.Tensor:
         return model(PROMPT).logits.float()  # [1, 20, vocab]
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want||, with logits centred per position (a shift of all logits changes nothing)."""
+    centred = want - want.mean(-1, keepdim=True)
+    return ((got - got.mean(-1, keepdim=True)) - centred).norm().item() / centred.norm().item()
+
+
+def experts_errors(fused, quantized) -> list[float]:
+    """Per layer: the quantized experts' output against the full-precision experts' on the same 64 random tokens
+    and routing (every expert gets tokens), as a relative error."""
+    torch.manual_seed(0)
+    errors = []
+    for want_layer, got_layer in zip(fused.model.layers, quantized.model.layers, strict=True):
+        want, got = want_layer.mlp.experts, got_layer.mlp.experts
+        k = fused.config.num_experts_per_tok if hasattr(fused.config, "num_experts_per_tok") else fused.config.moe_top_k
+        first = next(want.parameters())
+        x = torch.randn(64, fused.config.hidden_size).to(first.device, first.dtype)  # [tokens, hidden]
+        index = torch.stack([torch.randperm(want.num_experts)[:k] for _ in range(64)]).to(first.device)  # [tokens, k]
+        weights = torch.softmax(torch.randn(64, k), -1).to(first.device, first.dtype)  # [tokens, k]
+        with torch.no_grad():
+            reference = want(x, index, weights).float()
+            errors.append((got(x, index, weights).float() - reference).norm().item() / reference.norm().item())
+    return errors
+
+
 @pytest.mark.parametrize("name", ["qwen", "xverse"])
 def test_per_expert_block_equals_the_fused_model_in_fp32(checkpoints, name):
     folder = checkpoints[name]
@@ -80,10 +104,11 @@ def test_nf4_experts_shrink_3_5x_and_the_router_stays_full_precision(checkpoints
         assert not isinstance(gate, bnb.nn.Linear4bit) and gate.weight.dtype == torch.float32
     ratio = expert_bytes(bf16.model) / expert_bytes(nf4.model)
     assert ratio >= 3.5, f"nf4 experts take 1/{ratio:.2f} of bf16"
-    reference = logits(load(folder).model)
-    error = (logits(nf4.model) - reference).abs().max().item()
-    # Random toy weights: the 4-bit rounding moves logits by up to a quarter of their range, no more.
-    assert error < 0.3 * reference.abs().max().item()
+    full = load(folder)
+    # nf4's rounding of Gaussian weights, through gate, up and down: measured 0.158-0.164 in every layer of both
+    # models (8-bit: 0.02; wrong weights or a wrong expert: ~1).
+    assert max(experts_errors(full.model, nf4.model)) < 0.2
+    assert relative_error(logits(nf4.model), logits(full.model)) < 0.25  # measured 0.16 (Qwen), 0.18 (XVERSE)
 
 
 @pytest.mark.parametrize("name", ["qwen", "xverse"])
@@ -93,15 +118,18 @@ def test_8bit_experts_halve_and_stay_close(checkpoints, name):
     assert int8.kernels.endswith("experts per-expert int8 (bitsandbytes)")
     logits(int8.model)  # after a forward bitsandbytes moves the row scales to the layer: still counted
     assert expert_bytes(load(folder, "bfloat16").model) / expert_bytes(int8.model) > 1.95
-    reference = logits(load(folder).model)
-    assert (logits(int8.model) - reference).abs().max().item() < 0.1 * reference.abs().max().item()  # measured 0.053
+    full = load(folder)
+    assert max(experts_errors(full.model, int8.model)) < 0.03  # measured 0.020-0.022
+    assert relative_error(logits(int8.model), logits(full.model)) < 0.05  # measured 0.016 (Qwen), 0.030 (XVERSE)
 
 
-def test_the_planner_counts_the_loaded_nf4_bytes(checkpoints):
-    """The planner's int4 weight bytes for a config equal what bitsandbytes keeps for it, byte for byte."""
+@pytest.mark.parametrize("name", ["qwen", "xverse"])
+def test_the_planner_counts_the_loaded_nf4_bytes(checkpoints, name):
+    """The planner's int4 weight bytes for a config equal what bitsandbytes keeps for it on the CPU, byte for byte
+    (XVERSE's float32 routers included; a GPU's caching allocator rounds each tensor up to 512 bytes)."""
     from planner.planning import model_facts, plan_memory
 
-    folder = checkpoints["qwen"]
+    folder = checkpoints[name]
     config = json.loads((folder / "config.json").read_text())
     planned = plan_memory(model_facts(config), "int4").weight_bytes
     measured = resident_bytes(load(folder, "bfloat16", "4bit").model)
@@ -216,3 +244,20 @@ def test_a_fused_load_after_a_per_expert_one_is_still_fused(checkpoints):
         assert isinstance(loaded.model.model.layers[0].mlp.experts, Qwen2MoeExperts)
         assert loaded.kernels.startswith("attention sdpa, experts ")
     assert torch.equal(logits(before.model), logits(after.model))
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "llama"])
+def test_4bit_warns_only_where_fused_experts_stay_unquantized(tmp_path, model_type):
+    """Mixtral has no per-expert class here: its fused experts stay in the load dtype, and the sidebar says so. A
+    dense Llama has no experts to warn about."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 4,
+             "num_key_value_heads": 4, "vocab_size": 300}
+    if model_type == "mixtral":
+        sizes |= {"num_local_experts": 4, "num_experts_per_tok": 2}
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **sizes)).save_pretrained(tmp_path)
+    loaded = load(tmp_path, "float32", "4bit")
+    assert not loaded.per_expert
+    warned = [w for w in loaded.warnings if "stay in float32" in w]
+    assert len(warned) == (model_type == "mixtral"), loaded.warnings

@@ -208,18 +208,15 @@ def meta_model(config: dict, per_expert: bool = False, **changes):
 
 
 class FakeBnb:
-    """What `_get_device_map` asks of a bitsandbytes quantizer, by bitsandbytes' rules: nn.Linear weights (not the
-    modules the loader's config skips) count 1 (8-bit) or 0.5 (4-bit) bytes, and max_memory loses 10% for
-    quantization buffers."""
+    """What `_get_device_map` asks of a bitsandbytes quantizer, by bitsandbytes' rules: exactly-nn.Linear weights (not
+    the lm_head) count 1 (8-bit) or 0.5 (4-bit) bytes, and max_memory loses 10% for quantization buffers."""
 
     def __init__(self, model, element_size: float):
         from torch import nn
         from transformers.quantizers.base import get_keys_to_not_convert
         from transformers.quantizers.quantizers_utils import should_convert_module
 
-        from model_loader.placement import UNQUANTIZED_MODULES
-
-        skip = get_keys_to_not_convert(model) + list(UNQUANTIZED_MODULES)
+        skip = get_keys_to_not_convert(model)
         self.quantized = {f"{n}.weight" for n, m in model.named_modules()
                           if type(m) is nn.Linear and should_convert_module(n, skip)}
         self.element_size = element_size

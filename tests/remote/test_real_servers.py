@@ -52,14 +52,17 @@ def connect(at, server, model_id: str) -> None:
     run_until(at, f"{server.name} {model_id}** connected", timeout=60)  # this row, not the one connected before
 
 
-def kill_when_streaming(server) -> None:
-    """Kill the server once the page's answer has begun to arrive."""
-    from chat_engine.engine import shared_engine
-    from common.settings import Settings
+def kill_when_streaming(server, seen: list[int]) -> None:
+    """Kill the server once the page's answer has begun to arrive; `seen` gets the tokens it had then."""
+    from chat_engine import engine as engines
 
-    engine = shared_engine(Settings.from_env())  # the page's engine: the same settings, from the same environment
     deadline = time.monotonic() + 30
-    while not any(reply.new_tokens > 10 for reply in list(engine._replies)) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        shared = engines._shared  # the page's engine, read afresh (never created or replaced from here)
+        streamed = max((reply.new_tokens for reply in list(shared._replies)), default=0) if shared else 0
+        if streamed > 10:
+            seen.append(streamed)
+            break
         time.sleep(0.005)
     server.kill()
 
@@ -105,10 +108,12 @@ def test_a_wrong_key_is_a_clear_error(page, server):
 
 def test_a_server_killed_mid_answer_keeps_the_partial_answer_and_the_page_recovers(page, server):
     connect(page, server, "long")
-    killer = threading.Thread(target=kill_when_streaming, args=(server,))
+    seen: list[int] = []
+    killer = threading.Thread(target=kill_when_streaming, args=(server, seen))
     killer.start()
     page.chat_input[0].set_value("Tell me a story.").run(timeout=60)
     killer.join()
+    assert seen, "the answer was never seen streaming: the server was killed only after 30 s"
     partial = last_answer(page)
     assert partial["role"] == "assistant" and partial["content"] and partial["stats"].finish_reason == "error"
     errors = " ".join(e.value for e in page.chat_message[1].error)

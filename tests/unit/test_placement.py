@@ -90,3 +90,13 @@ def test_offload_warning_only_when_layers_leave_the_gpus():
     assert warning is not None and "2 module(s) run from cpu and disk" in warning
     assert summarize_device_map(spilled, "cpu") == "cuda:0 x 2, cuda:1 x 2, cpu x 1, disk x 1"
     assert summarize_device_map(None, "cpu") == "cpu"
+
+
+def test_quantized_loads_refuse_an_experts_kernel_and_disk_offload():
+    facts = DeviceFacts(gpus=gpus(A100), bitsandbytes_installed=True)
+    with pytest.raises(ModelLoadError, match="set experts to auto"):
+        plan_placement(facts, Settings(), LoadOptions(quantization="4bit", experts="grouped_mm"))
+    with pytest.raises(ModelLoadError, match="cannot offload quantized layers to disk"):
+        plan_placement(facts, Settings(), LoadOptions(quantization="4bit", offload="disk"), offload_folder=Path("/x"))
+    placement = plan_placement(facts, Settings(), LoadOptions(quantization="4bit"))
+    assert placement.quantization == "4bit" and placement.experts is None and placement.device_map == "auto"
