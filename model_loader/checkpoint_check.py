@@ -84,13 +84,20 @@ def _broken(path: Path, why: str) -> ModelLoadError:
     return ModelLoadError(f"The weight file {path.name} in {path.parent} is damaged: {why}. {REFETCH}")
 
 
+def read_config(path: Path) -> dict:
+    """A config.json's content; a missing or broken one is a `ModelLoadError` with what to do."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path} is missing or not valid JSON ({type(exc).__name__}). {REFETCH}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} is not a JSON object. {REFETCH}")
+    return config
+
+
 def verify_checkpoint(folder: Path) -> None:
     """Raise `ModelLoadError` with advice if `folder`'s config or weight files cannot load."""
-    config = folder / "config.json"
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{config} is missing or not valid JSON ({type(exc).__name__}). {REFETCH}") from exc
+    read_config(folder / "config.json")
     for path in weight_files(folder):
         if path.suffix == ".safetensors":
             check_safetensors(path)

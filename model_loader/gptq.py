@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,12 @@ from common.errors import ModelLoadError
 BACKEND = ("optimum", "gptqmodel")  # import names; pip names are the same
 
 
-def quantization_config(config_file: Path) -> dict[str, Any] | None:
-    """A config.json's `quantization_config` (None: an unquantized checkpoint, or no readable config)."""
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # the loader reports an unreadable config itself
-    found = config.get("quantization_config") if isinstance(config, dict) else None
-    return found if isinstance(found, dict) else None
-
-
-def gptq_label(config_file: Path) -> str:
-    """E.g. "GPTQ 4-bit" for the config.json of a GPTQ checkpoint; "" for any other."""
-    config = quantization_config(config_file) or {}
-    return f"GPTQ {config.get('bits', '?')}-bit" if config.get("quant_method") == "gptq" else ""
+def gptq_label(config: Mapping[str, Any]) -> str:
+    """E.g. "GPTQ 4-bit" for the config (config.json's content) of a GPTQ checkpoint; "" for any other."""
+    quantized = config.get("quantization_config")
+    if isinstance(quantized, Mapping) and quantized.get("quant_method") == "gptq":
+        return f"GPTQ {quantized.get('bits', '?')}-bit"
+    return ""
 
 
 def require_backend(name: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -10,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ModelLoadError
+from model_loader.checkpoint_check import read_config
 from model_loader.gptq import gptq_label, require_backend, zero_placeholders
 from model_loader.placement import Placement, offload_warning, summarize_device_map
 from model_loader.registry import ModelSpec
 from model_loader.weights_check import check_loaded_keys
 
 log = logging.getLogger(__name__)
-QUANT_LABELS = {"4bit": "nf4 (bitsandbytes)", "8bit": "int8 (bitsandbytes)", "none": "unquantized"}
+QUANT_LABELS = {"4bit": "nf4 (bitsandbytes)", "8bit": "int8 (bitsandbytes)"}
 
 
 @dataclass
@@ -89,8 +89,9 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
     register_architectures()
 
     started = time.perf_counter()
-    gptq = check_quantized_checkpoint(spec, folder, placement)
-    model_class = model_class_for(folder, placement, gptq) or AutoModelForCausalLM
+    config = read_config(folder / "config.json")
+    gptq = check_quantized_checkpoint(spec, config, placement)
+    model_class = model_class_for(config, placement, gptq) or AutoModelForCausalLM
     try:
         model, info = model_class.from_pretrained(
             # Mismatched shapes come back in the loading info, so check_loaded_keys can name them.
@@ -114,11 +115,10 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
                        load_seconds=elapsed, per_expert=per_expert)
 
 
-def check_quantized_checkpoint(spec: ModelSpec, folder: Path | None, placement: Placement) -> str:
-    """The GPTQ label (e.g. "GPTQ 4-bit") of the checkpoint in `folder`, else ""; a GPTQ checkpoint this load cannot
-    read is refused (cheap: before any download or unload, `folder` None reads the row's own config copy)."""
-    config = spec.config if folder is None else folder / "config.json"
-    gptq = gptq_label(config) if config is not None else ""
+def check_quantized_checkpoint(spec: ModelSpec, config: dict[str, Any], placement: Placement) -> str:
+    """The GPTQ label (e.g. "GPTQ 4-bit") of a checkpoint with this config, else ""; a GPTQ checkpoint this load
+    cannot read is refused (cheap: the loader calls it before any download or unload)."""
+    gptq = gptq_label(config)
     if not gptq:
         return ""
     if placement.quantization != "none":
@@ -128,13 +128,13 @@ def check_quantized_checkpoint(spec: ModelSpec, folder: Path | None, placement: 
     return gptq
 
 
-def model_class_for(folder: Path, placement: Placement, gptq: str = "") -> type | None:
+def model_class_for(config: dict[str, Any], placement: Placement, gptq: str = "") -> type | None:
     """The per-expert class of a quantized load (so bitsandbytes, or GPTQ, reaches the experts); None: Auto."""
     if placement.quantization == "none" and not gptq:
         return None
     from model_loader.per_expert import PER_EXPERT_CLASSES
 
-    return PER_EXPERT_CLASSES.get(_config(folder).get("model_type", ""))
+    return PER_EXPERT_CLASSES.get(config.get("model_type", ""))
 
 
 def _has_fused_experts(model: Any) -> bool:
@@ -147,14 +147,6 @@ def _gptq_kernel(model: Any) -> str:
     """The GPTQ layer class gptqmodel chose for this device, e.g. "gptqmodel TorchAtenLinear"."""
     found = next((type(m) for m in model.modules() if hasattr(m, "qweight")), None)
     return f"gptqmodel {found.__name__}" if found is not None else "gptqmodel"
-
-
-def _config(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder / 'config.json'} is missing or not valid JSON ({type(exc).__name__}): "
-                             "delete the folder and press Load to fetch it again.") from exc
 
 
 def _translate_load_error(spec: ModelSpec, folder: Path, placement: Placement, exc: Exception) -> ModelLoadError:

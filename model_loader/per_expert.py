@@ -57,11 +57,15 @@ class FullPrecisionLinear(nn.Linear):
 
 
 def _split_experts(model: nn.Module, block: type, make_expert: Callable[[], nn.Module]) -> None:
-    """Replace the fused experts of every `block` in `model` with per-expert MLPs (called inside __init__, so the
-    new modules are created on whatever device from_pretrained builds on)."""
+    """Replace the fused experts of every `block` in `model` with per-expert MLPs, and its FULL_PRECISION_LINEARS
+    with FullPrecisionLinear (called inside __init__, so the new modules are built where from_pretrained builds)."""
     for module in model.modules():
         if isinstance(module, block):
             module.experts = PerExpertExperts(make_expert() for _ in range(model.config.num_experts))
+            for name in FULL_PRECISION_LINEARS:
+                if isinstance(old := getattr(module, name, None), nn.Linear):
+                    setattr(module, name, FullPrecisionLinear(old.in_features, old.out_features,
+                                                              bias=old.bias is not None))
 
 
 class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
@@ -70,9 +74,6 @@ class PerExpertQwen2MoeForCausalLM(Qwen2MoeForCausalLM):
     def __init__(self, config: Qwen2MoeConfig) -> None:
         super().__init__(config)
         _split_experts(self, Qwen2MoeSparseMoeBlock, lambda: Qwen2MoeMLP(config, config.moe_intermediate_size))
-        for module in self.modules():
-            if isinstance(module, Qwen2MoeSparseMoeBlock):
-                module.shared_expert_gate = FullPrecisionLinear(config.hidden_size, 1, bias=False)
 
 
 class PerExpertXverseForCausalLM(XverseForCausalLM):

@@ -9,7 +9,7 @@ from functools import cached_property
 from chat_engine.interface import Backend, LoadStage
 from chat_engine.transformers_backend.backend import TransformersBackend
 from common.settings import Settings
-from model_loader.checkpoint_check import verify_checkpoint
+from model_loader.checkpoint_check import read_config, verify_checkpoint
 from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.download import DownloadProgress, model_dir
 from model_loader.loader import check_quantized_checkpoint, load_checkpoint, load_tokenizer
@@ -44,12 +44,13 @@ class TransformersLoader:
                 on_progress: Callable[[DownloadProgress], None] | None = None,
                 cancel: threading.Event | None = None) -> Callable[[], Backend]:
         placement = self.placement(spec, options)
-        check_quantized_checkpoint(spec, None, placement)  # a GPTQ row without its backend: before any download
+        if spec.config is not None:  # a GPTQ row without its backend is refused before its download
+            check_quantized_checkpoint(spec, read_config(spec.config), placement)
         on_stage(LoadStage("downloading", f"Locating the files of {spec.name} ({spec.where})..."))
         folder = model_dir(spec, self.settings, on_progress=on_progress, cancel=cancel)
         on_stage(LoadStage("checking", f"Checking the files in {folder}..."))
         verify_checkpoint(folder)  # a damaged file found now leaves the current model serving
-        check_quantized_checkpoint(spec, folder, placement)  # so does a GPTQ checkpoint without its backend
+        check_quantized_checkpoint(spec, read_config(folder / "config.json"), placement)  # and when it is local
         tokenizer = load_tokenizer(spec, folder)
 
         def load() -> Backend:

@@ -60,7 +60,7 @@ def experts_errors(fused, quantized) -> list[float]:
     errors = []
     for want_layer, got_layer in zip(fused.model.layers, quantized.model.layers, strict=True):
         want, got = want_layer.mlp.experts, got_layer.mlp.experts
-        k = fused.config.num_experts_per_tok if hasattr(fused.config, "num_experts_per_tok") else fused.config.moe_top_k
+        k = getattr(fused.config, "num_experts_per_tok", None) or fused.config.moe_top_k  # Qwen's name, XVERSE's
         first = next(want.parameters())
         x = torch.randn(64, fused.config.hidden_size).to(first.device, first.dtype)  # [tokens, hidden]
         index = torch.stack([torch.randperm(want.num_experts)[:k] for _ in range(64)]).to(first.device)  # [tokens, k]
