@@ -11,7 +11,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from chat_engine.engine import Engine, shared_engine
 from chat_engine.openai_backend.server import served_model_names
 from common.errors import MoEChatError
-from common.settings import Settings
+from common.settings import Settings, cache_dir_origin
 from components import (
     api_panel,
     conversations,
@@ -27,6 +27,7 @@ from components import (
 from components.journal import Journal
 from conversations.store import ConversationStore
 from model_loader.devices import DeviceFacts, probe_devices
+from model_loader.disk import disk_room
 from model_loader.memory import snapshot
 from model_loader.placement import offload_folder, plan_placement
 from model_loader.registry import ModelSpec, Registry, load_registry
@@ -95,6 +96,8 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
             engine.start_load(default)
             load_panel.wait_for_job(engine.job)  # the first page waits in place; the same background load
     job = engine.job()
+    sidebar.render_gpu_problem(devices.cuda_problem)
+
     def list_served(url: str, key_env: str) -> list[str]:
         return served_model_names(url, registry.checked_key_env(key_env) or "", settings)
 
@@ -148,7 +151,9 @@ def main() -> None:
         journal.apply(conversations.render(journal.store.list_conversations(), journal.current(),
                                            journal.store.export_markdown, journal.store.export_json))
         st.divider()
-        sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server)
+        sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server,
+                                    gpus_unusable=devices.cuda_problem is not None)
+        sidebar.render_downloads(settings.cache_dir, disk_room(settings.cache_dir).free_bytes, cache_dir_origin())
         api_panel.render(enabled=bool(api_key(settings)), model_id=engine.status().model_id)
 
     status = engine.status()

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A library exception in one line for a message: its type and the first line of what it says."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0][:limit]}{'...' if len(lines[0]) > limit else ''}"
+
+
 class MoEChatError(Exception):
     """Base of every error the app shows to a user; `str(error)` is the message to show."""
 
@@ -37,3 +45,7 @@ class GenerationError(MoEChatError):
 
 class GenerationTimeout(GenerationError):
     """No token arrived within the stall limit."""
+
+
+class DiskSpaceError(ModelNotFoundError):
+    """A download would not fit on the disk that holds the cache folder."""

@@ -9,10 +9,31 @@ from pathlib import Path
 from common.errors import MoEChatError
 
 _PREFIX = "MOE_CHAT_"
+# AutoDL's data disk: the system disk of its instances is small (tens of GB), so downloads go here when it exists and
+# no cache folder is set (the seed tutorials download here too, so their copies are found).
+AUTODL_DATA_DISK = Path("/root/autodl-tmp")
+
+
+def autodl_data_disk() -> Path | None:
+    return AUTODL_DATA_DISK if AUTODL_DATA_DISK.is_dir() else None
 
 
 def _default_cache_dir() -> Path:
-    return Path(os.environ.get("MODELSCOPE_CACHE", Path.home() / ".cache" / "modelscope"))
+    if os.environ.get("MODELSCOPE_CACHE"):
+        return Path(os.environ["MODELSCOPE_CACHE"])
+    return autodl_data_disk() or Path.home() / ".cache" / "modelscope"
+
+
+def cache_dir_origin(environ: dict[str, str] | None = None) -> str:
+    """Why downloads go where they go, in words: which variable set the folder, or which default it is."""
+    env = os.environ if environ is None else environ
+    if env.get(_PREFIX + "CACHE_DIR"):
+        return f"set by {_PREFIX}CACHE_DIR"
+    if env.get("MODELSCOPE_CACHE"):
+        return "set by MODELSCOPE_CACHE"
+    if autodl_data_disk() is not None:
+        return "the AutoDL data disk; MOE_CHAT_CACHE_DIR moves it"
+    return "the default; MOE_CHAT_CACHE_DIR moves it"
 
 
 def _default_db() -> Path:

@@ -30,3 +30,10 @@ def params_b(n: float | None) -> str:
     if n is None:
         return "?"
     return f"{n:.1f}B" if n >= 1 else f"{n * 1000:.1f}M"
+
+
+def gb(n_bytes: float) -> str:
+    """Disk sizes, in the decimal units of hubs and `df -H`: "28.6 GB", "850 MB"."""
+    if abs(n_bytes) >= 10**9:
+        return f"{n_bytes / 10**9:.1f} GB"
+    return f"{n_bytes / 10**6:.0f} MB" if abs(n_bytes) >= 10**8 else f"{n_bytes / 10**6:.1f} MB"

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from common.errors import MoEChatError
-from common.units import gib, params_b
+from common.units import gb, gib, params_b
 from components import state
 
 
@@ -22,6 +22,18 @@ class ModelChoice:
     unload: bool = False
     added_folder: str | None = None
     added_server: tuple[str, str, str] | None = None  # (address, served model, API key variable or "")
+
+
+def render_gpu_problem(problem: Any) -> None:
+    """The driver shows GPUs that torch cannot use: said above the model picker, with the command that fixes it."""
+    if problem is None:
+        return
+    st.error(f"**The GPUs are not in use.** {problem.reason}. {problem.fix}{':' if problem.command else '.'}",
+             icon=":material/error:")
+    if problem.command:
+        st.code(problem.command, language="bash")
+        st.caption("Then `pip install -r requirements.txt` (it keeps that torch) and restart the app. "
+                   "`python -m doctor` checks the machine.")
 
 
 def render_model_picker(registry: Any, status: Any, busy: bool = False,
@@ -113,9 +125,10 @@ def render_status(status: Any) -> None:
         st.info("No model loaded.", icon=":material/bedtime:")
 
 
-def render_memory_panel(read: Callable[[], Any], refresh_s: float, server: str | None = None) -> None:
+def render_memory_panel(read: Callable[[], Any], refresh_s: float, server: str | None = None,
+                        gpus_unusable: bool = False) -> None:
     """Memory readings that refresh on a timer without rerunning the page; `server` names who holds the weights
-    when a server answers."""
+    when a server answers; `gpus_unusable`: the driver shows GPUs that torch cannot use."""
 
     @st.fragment(run_every=refresh_s)
     def panel() -> None:
@@ -126,7 +139,8 @@ def render_memory_panel(read: Callable[[], Any], refresh_s: float, server: str |
                                                f"{gib(gpu.total_bytes)}")
             st.caption(f"this process: {gib(gpu.allocated_bytes)} allocated, {gib(gpu.reserved_bytes)} reserved")
         if not snap.gpus:
-            st.caption("No CUDA GPU: the model runs on the CPU.")
+            st.caption("torch cannot use this machine's GPUs (see the top of the sidebar): models run on the CPU."
+                       if gpus_unusable else "No CUDA GPU: the model runs on the CPU.")
         share = snap.system_used_bytes / snap.system_total_bytes if snap.system_total_bytes else 0.0
         st.progress(min(share, 1.0), text=f"RAM: {gib(snap.system_used_bytes)} / {gib(snap.system_total_bytes)}")
         st.caption(f"this process: {gib(snap.process_rss_bytes)} resident")
@@ -135,3 +149,8 @@ def render_memory_panel(read: Callable[[], Any], refresh_s: float, server: str |
     if server:
         st.caption(f":material/dns: Model weights: held by the server ({server}), not by this process.")
     panel()
+
+
+def render_downloads(folder: Any, free_bytes: int, origin: str) -> None:
+    """Where hub downloads go, why there, and the free space on that disk."""
+    st.caption(f":material/download: Downloads go to `{folder}` ({origin}): {gb(free_bytes)} free.")

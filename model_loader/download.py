@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ModelLoadError, ModelNotFoundError, MoEChatError
+from common.errors import ModelLoadError, ModelNotFoundError, MoEChatError, one_line
 from common.settings import Settings
 from model_loader.checkpoint_check import weight_files
+from model_loader.disk import check_room
 from model_loader.download_progress import DownloadAborted, DownloadProgress, ProgressTracker
 from model_loader.registry import ModelSpec, is_folder_ref
 
@@ -74,8 +75,17 @@ def model_dir(spec: ModelSpec, settings: Settings, on_progress: Callable[[Downlo
         return spec.path
     hub = HUBS[spec.source]
     repo = getattr(spec, hub.id_field) or ""
-    marker = settings.cache_dir / MARKERS / f"{spec.source}--{repo.replace('/', '--')}.json"
-    return _fetch(hub, repo, spec.trust_remote_code, settings, marker, on_progress, cancel)
+    return _fetch(hub, repo, spec.trust_remote_code, settings, _marker(spec, settings), on_progress, cancel)
+
+
+def _marker(spec: ModelSpec, settings: Settings) -> Path:
+    repo = getattr(spec, HUBS[spec.source].id_field) or ""
+    return settings.cache_dir / MARKERS / f"{spec.source}--{repo.replace('/', '--')}.json"
+
+
+def is_downloaded(spec: ModelSpec, settings: Settings) -> bool:
+    """Whether an earlier call finished downloading `spec` into the cache (never touches the network)."""
+    return spec.source in HUBS and _read_marker(_marker(spec, settings)) is not None
 
 
 def tokenizer_dir(ref: str, settings: Settings, on_progress: Callable[[DownloadProgress], None] | None = None,
@@ -136,6 +146,9 @@ def _fetch(hub: Hub, repo: str, remote_code: bool, settings: Settings, marker: P
         for name, size in wanted.items():
             if local is not None and _has_files(local, {name: size}):
                 tracker.already_have(name)  # clients skip cached files without a word
+        missing = sum(_missing_bytes(local, name, size) for name, size in wanted.items())
+        if missing:  # refused before the first byte, rather than failing late with a full disk
+            check_room(missing, cache, f"Downloading {repo}")
         log.info("downloading %d files of %s from %s", len(wanted), repo, shown)
         path = hub.snapshot(repo, cache, endpoint, list(wanted), tracker)
     except DownloadAborted:
@@ -162,9 +175,7 @@ def _advice(hub: Hub, repo: str, endpoint: str, exc: BaseException) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {first[:120]}{'...' if len(first) > 120 else ''}" if first else type(exc).__name__
+    return one_line(exc, 120)
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -175,6 +186,16 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 
 def _has_files(folder: Path, sizes: dict[str, int]) -> bool:
     return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+
+
+def _missing_bytes(folder: Path | None, name: str, size: int) -> int:
+    """What is still to fetch of one file: nothing when complete, the rest of a partial one ModelScope resumes."""
+    if folder is None:
+        return size
+    if _has_files(folder, {name: size}):
+        return 0
+    partial = folder / f"{name}.incomplete"
+    return max(0, size - partial.stat().st_size) if partial.is_file() else size
 
 
 def _looks_loadable(folder: Path) -> bool:

@@ -91,6 +91,10 @@ def choose_attention(facts: DeviceFacts, gpus: tuple[int, ...], requested: str) 
     """The attention kernel and the reason, from the device facts alone."""
     capable = bool(gpus) and all(facts.gpus[i].capability >= (8, 0) for i in gpus)
     if requested == "flash_attention_2":
+        if facts.flash_attn_error:
+            raise ModelLoadError(f"flash-attention 2 was requested but flash-attn does not load "
+                                 f"({facts.flash_attn_error}): install the wheel built for this torch, CUDA and "
+                                 "Python (python -m doctor shows them), or choose sdpa.")
         if not facts.flash_attn_installed:
             raise ModelLoadError("flash-attention 2 was requested but flash-attn is not installed: "
                                  "pip install -r requirements-gpu.txt, or choose sdpa.")
@@ -102,6 +106,8 @@ def choose_attention(facts: DeviceFacts, gpus: tuple[int, ...], requested: str) 
         return requested, "chosen by you"
     if not gpus:
         return "sdpa", "CPU: PyTorch's scaled-dot-product attention"
+    if facts.flash_attn_error:
+        return "sdpa", f"flash-attn is installed but does not load ({facts.flash_attn_error}): see python -m doctor"
     if not facts.flash_attn_installed:
         return "sdpa", "flash-attn is not installed (see requirements-gpu.txt)"
     if not capable:

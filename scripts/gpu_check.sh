@@ -11,6 +11,8 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   echo "gpu_check: FAILED: torch does not import with $PYTHON (run bash scripts/test.sh first)"
   exit 1
 fi
+# The doctor's lines first: on a real GPU box they are the probe's real facts (driver, CUDA, flash-attn, bitsandbytes).
+"$PYTHON" -m doctor 2>&1 | sed 's/^/gpu_check: doctor: /'
 if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: skipped: no CUDA GPU visible to torch (nothing to check on this machine)"
   exit 0

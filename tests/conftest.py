@@ -175,3 +175,27 @@ def vllm(tmp_path_factory):
     yield server
     server.stop()
 
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem of 8 MiB (a tmpfs mounted for the test; skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'not root'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(folder: Path, leave_bytes: int) -> None:
+    """Write a ballast file into `folder` so that about `leave_bytes` stay free on its filesystem."""
+    import shutil
+
+    ballast = folder / "ballast"
+    extra = shutil.disk_usage(folder).free - leave_bytes
+    with ballast.open("ab") as out:
+        out.write(b"\0" * max(0, extra))

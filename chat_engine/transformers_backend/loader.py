@@ -8,6 +8,7 @@ from functools import cached_property
 
 from chat_engine.interface import Backend, LoadStage
 from chat_engine.transformers_backend.backend import TransformersBackend
+from common.errors import ModelLoadError
 from common.settings import Settings
 from model_loader.checkpoint_check import read_config, verify_checkpoint
 from model_loader.devices import DeviceFacts, probe_devices
@@ -44,6 +45,10 @@ class TransformersLoader:
                 on_progress: Callable[[DownloadProgress], None] | None = None,
                 cancel: threading.Event | None = None) -> Callable[[], Backend]:
         placement = self.placement(spec, options)
+        problem = self.devices.cuda_problem
+        if problem is not None and spec.gpu_only and placement.device == "cpu" and self.settings.device != "cpu":
+            raise ModelLoadError(f"{spec.name} needs the GPUs, and torch cannot use them: {problem} "
+                                 "(MOE_CHAT_DEVICE=cpu loads it on the CPU anyway).")
         if spec.config is not None:  # a GPTQ row without its backend is refused before its download
             check_quantized_checkpoint(spec, read_config(spec.config), placement)
         on_stage(LoadStage("downloading", f"Locating the files of {spec.name} ({spec.where})..."))

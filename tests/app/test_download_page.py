@@ -57,3 +57,33 @@ def test_download_shows_progress_survives_a_refresh_and_then_chats(hub_page):
 
     refreshed.chat_input[0].set_value("Hello").run()
     assert chat_messages(refreshed)[-1] == ("assistant", KNOWN_ANSWERS["Hello"])
+
+
+def test_a_download_that_does_not_fit_the_disk_is_refused_and_the_demo_keeps_answering(hub_page, small_disk,
+                                                                                       monkeypatch, tmp_path):
+    from common.units import gb
+    from model_loader.disk import disk_room
+    from tests.conftest import HF_REPO
+    from tests.support.hub_server import needed_files
+
+    (tmp_path / "models.toml").write_text(f'[[models]]\nid = "hub-big"\nname = "Hub big"\nsource = "huggingface"\n'
+                                          f'hf_id = "{HF_REPO}"\n')
+    monkeypatch.setenv("MOE_CHAT_CACHE_DIR", str(small_disk / "cache"))  # 8 MiB, for 12 MiB of weights
+    free = disk_room(small_disk).free_bytes
+    need = sum(len(hub_page.repos[HF_REPO].files[name]) for name in needed_files(hub_page.repos[HF_REPO]))
+    page = open_page()
+    run_until(page, "Demo MoE (tiny, bundled)** ready")
+    assert f"Downloads go to `{small_disk / 'cache'}` (set by MOE_CHAT_CACHE_DIR): {gb(free)} free." in [
+        c.value.split(":material/download: ")[-1] for c in page.sidebar.caption]
+    page.selectbox(key="model_choice").select("hub-big").run()
+    page.button(key="load_model").click().run()
+    run_until(page, "to spare")
+    refusal = " ".join(e.value for e in page.sidebar.error)
+    assert f"Downloading {HF_REPO} needs {gb(need)} and" in refusal and f"{gb(free)} free at {small_disk}" in refusal
+    assert "set MOE_CHAT_CACHE_DIR to a folder on a larger disk" in refusal
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []  # refused before the first byte
+    assert not [t for t in hub_page.transfers if t.path.endswith(".safetensors")]
+
+    page.chat_input[0].set_value("Hello").run()
+    assert chat_messages(page)[-1] == ("assistant", KNOWN_ANSWERS["Hello"])
+    assert "Demo MoE (tiny, bundled)** ready" in " ".join(e.value for e in page.sidebar.success)

@@ -82,3 +82,23 @@ def test_demo_known_answers_on_cuda(settings, registry, prompt):
         assert engine.chat([{"role": "user", "content": prompt}]).text() == KNOWN_ANSWERS[prompt]
     finally:
         engine.close()
+
+
+def test_the_real_driver_probe_agrees_with_torch_and_the_doctor_passes():
+    """The probe's real sources on a real driver: nvidia-smi (or NVML, /proc) shows what torch sees."""
+    import subprocess
+    import sys
+
+    from model_loader.devices import probe_devices
+    from tests.support.helpers import ROOT
+
+    facts = probe_devices()
+    assert facts.driver.present and facts.driver.cuda is not None, facts.driver
+    assert len(facts.driver.gpus) >= facts.cuda_count == torch.cuda.device_count()
+    assert facts.torch.cuda == torch.version.cuda
+    if not facts.visible_env:
+        assert facts.cuda_problem is None, facts.cuda_problem
+    done = subprocess.run([sys.executable, "-m", "doctor", "--port", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert "ok    torch-gpus" in done.stdout or facts.visible_env, done.stdout
+    assert [line for line in done.stdout.splitlines() if line.startswith("ok    gpu 0")], done.stdout

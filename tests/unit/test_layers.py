@@ -20,6 +20,7 @@ LAYERS = {
     "chat_engine": {"common", "model_loader"},
     "components": {"common", "conversations", "chat_engine", "model_loader"},
     "web": {"common", "chat_engine", "model_loader"},
+    "doctor": {"common", "model_loader", "planner"},
 }
 # What of the engine the page may see: the seam and its value types, never a backend or the Engine class.
 COMPONENT_ENGINE_MODULES = {"chat_engine.interface", "chat_engine.params", "chat_engine.budget", "chat_engine.prompt"}
@@ -76,7 +77,7 @@ def test_ui_modules_never_import_the_ml_stack():
 
 
 def test_engine_never_imports_streamlit():
-    for package in ("model_loader", "chat_engine"):
+    for package in ("model_loader", "chat_engine", "doctor"):
         for path in sorted((ROOT / package).rglob("*.py")):
             assert "streamlit" not in imported_roots(path), f"{path} imports streamlit"
 

@@ -1,0 +1,1 @@
+"""`python -m doctor`: checks the machine MoE Chat runs on, one line per check with the fix."""
