@@ -60,8 +60,6 @@ def test_a_gpu_model_is_not_loaded_on_the_cpu_instead_and_the_demo_keeps_answeri
 
 
 def turing_options() -> None:
-    import streamlit as st
-
     from common.settings import Settings
     from components import load_panel
     from model_loader.devices import DeviceFacts, Gpu

@@ -55,8 +55,8 @@ def test_on_this_machine_it_answers_in_seconds_without_importing_torch(tmp_path)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free_port = sock.getsockname()[1]
-    code = ("import sys; from doctor.cli import main; rc = main(['--port', '%d']); "
-            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)" % free_port)
+    code = (f"import sys; from doctor.cli import main; rc = main(['--port', '{free_port}']); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MOE_CHAT_CACHE_DIR": str(tmp_path / "cache")}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
