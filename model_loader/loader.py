@@ -88,6 +88,11 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
 
     register_architectures()
 
+    mend = placement.quantization == "4bit" and placement.device == "cpu"
+    if mend:
+        from model_loader.bnb_cpu import keep_tileable_cpu_kernels, mend_cpu_dequantize
+
+        mend_cpu_dequantize()
     started = time.perf_counter()
     config = read_config(folder / "config.json")
     gptq = check_quantized_checkpoint(spec, config, placement)
@@ -106,6 +111,8 @@ def load_checkpoint(spec: ModelSpec, folder: Path, placement: Placement, tokeniz
     check_loaded_keys(info, folder, spec.name, tied=getattr(model, "all_tied_weights_keys", {}) or {},
                       harmless=placeholders)
     model.eval()
+    if mend:
+        keep_tileable_cpu_kernels(model)
     elapsed = time.perf_counter() - started
     log.info("loaded %s from %s in %.1f s", spec.id, folder, elapsed)
     per_expert = ""
