@@ -9,7 +9,6 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from chat_engine.engine import Engine, shared_engine
-from chat_engine.openai_backend.server import served_model_names
 from common.errors import MoEChatError
 from common.settings import Settings, cache_dir_origin
 from components import (
@@ -32,12 +31,12 @@ from model_loader.memory import snapshot
 from model_loader.placement import offload_folder, plan_placement
 from model_loader.registry import ModelSpec, Registry, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
-from web.api import api_key
+from web.config import app_settings
 
 
-@st.cache_resource
 def get_settings() -> Settings:
-    return Settings.from_env()
+    """The settings the server resolved at start (environment, then secrets.toml), the same for page and API."""
+    return app_settings()
 
 
 @st.cache_resource
@@ -99,9 +98,10 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     sidebar.render_gpu_problem(devices.cuda_problem)
 
     def list_served(url: str, key_env: str) -> list[str]:
-        return served_model_names(url, registry.checked_key_env(key_env) or "", settings)
+        return engine.served_models(url, registry.checked_key_env(key_env) or "")
 
-    choice = sidebar.render_model_picker(registry, engine.status(), busy=job is not None and job.running,
+    choice = sidebar.render_model_picker(registry, engine.status(), engine.capabilities,
+                                         busy=job is not None and job.running,
                                          list_served=list_served if settings.add_servers == "on" else None)
     if choice.added_server:
         add_row(state.SERVERS, choice.added_server, lambda: registry.with_server(*choice.added_server))
@@ -111,15 +111,16 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     fit_warning = st.container()  # the plan's warning belongs under the Load button
     status_box = st.container()  # drawn after the actions below, shown above the options
     plan_fit = partial(fit_for, settings=settings, machine_gpus=[g.total_bytes for g in devices.gpus])
-    plan_panel.render(choice.spec, plan_fit, gpu_sizes, fit_warning)
+    can = engine.capabilities(choice.spec)
+    plan_panel.render(choice.spec, plan_fit, gpu_sizes, fit_warning, weights_elsewhere=can.weights_elsewhere)
     options = None
-    if not choice.spec.remote:  # a server's model has no load options here: the server placed it
+    if can.load_options:  # otherwise whoever holds the weights placed them
         preview = partial(plan_placement, devices, settings, offload_folder=offload_folder(settings, choice.spec))
         options = load_panel.render_options(devices, preview)
     if choice.unload:
         engine.unload()
         st.rerun()
-    elif choice.load and (options is not None or choice.spec.remote):
+    elif choice.load and (options is not None or not can.load_options):
         engine.start_load(choice.spec, options)
         st.rerun()
     with status_box:
@@ -131,7 +132,7 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
 def main() -> None:
     st.set_page_config(page_title="MoE Chat", page_icon="💬", layout="wide")
     settings = get_settings()
-    if not gate.render(settings.password or gate.secrets_password(), get_script_run_ctx().session_id):
+    if not gate.render(settings.password, get_script_run_ctx().session_id):
         st.stop()  # nothing else is drawn, and no model is touched, before the right password
     engine, devices = get_engine(), get_devices()
     try:
@@ -154,15 +155,16 @@ def main() -> None:
         sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server,
                                     gpus_unusable=devices.cuda_problem is not None)
         sidebar.render_downloads(settings.cache_dir, disk_room(settings.cache_dir).free_bytes, cache_dir_origin())
-        api_panel.render(enabled=bool(api_key(settings)), model_id=engine.status().model_id)
+        api_panel.render(enabled=bool(settings.api_key), model_id=engine.status().model_id)
 
     status = engine.status()
     loaded_spec = registry.get(status.model_id) if status.model_id in registry.ids else None
     system, params = "", None
     if status.state == "ready":
         with st.sidebar:
-            system, params = generation_panel.render(engine, loaded_spec, status.model_id, settings,
-                                                     st.session_state[state.MESSAGES], turn.to_send)
+            system, params = generation_panel.render(
+                engine, loaded_spec.system_prompt if loaded_spec else None, status.model_id, status.capabilities,
+                settings.max_new_tokens, st.session_state[state.MESSAGES], turn.to_send)
     notices.render(registry, status, engine.start_load)
     ctx = turn.TurnContext(status=status, job=engine.job(), params=params, system=system, start_reply=engine.chat,
                            budget=engine.context_budget, owner=get_script_run_ctx().session_id,

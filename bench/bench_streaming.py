@@ -108,7 +108,7 @@ def main() -> None:
     import streamlit as st
 
     from components import chat
-    from components.turn import answer_stats
+    from components.answer_writer import answer_stats
 
     ctx, sent = attach_page_context()
 

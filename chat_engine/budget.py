@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_engine.prompt import Message, _require_template, check_messages, template_messages
-from common.errors import InvalidParameterError, MoEChatError
+from common.errors import ContextOverflowError, InvalidParameterError, MoEChatError  # noqa: F401 - raised here, imported from here
 
 TokenCounter = Callable[[Sequence[Message]], int]
 
@@ -18,18 +18,6 @@ SANE_TOKENIZER_LIMIT = 10_000_000
 # Used only when neither the config nor the tokenizer states a window: small enough to be safe for any model.
 FALLBACK_CONTEXT = 2048
 
-
-class ContextOverflowError(MoEChatError):
-    """The new message alone, with the answer's reserve, does not fit the model's context."""
-
-    def __init__(self, prompt_tokens: int, max_new_tokens: int, context: int) -> None:
-        self.prompt_tokens, self.max_new_tokens, self.context = prompt_tokens, max_new_tokens, context
-        room = context - prompt_tokens
-        advice = (f"Shorten it, or lower max new tokens to at most {room:,}." if room > 0
-                  else "Shorten it: it is too long for this model even without an answer.")
-        super().__init__(f"Your message needs {prompt_tokens:,} tokens (with the system prompt and chat format); "
-                         f"with {max_new_tokens:,} tokens reserved for the answer it does not fit the model's "
-                         f"{context:,}-token context. {advice}")
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from chat_engine.backends import loader_for
+from chat_engine.backends import capabilities_of, loader_for
 from chat_engine.budget import Budget
-from chat_engine.interface import Backend, BackendLoader, EngineStatus, LoadJob, LoadStage, Reply, WaitCallback
+from chat_engine.interface import Backend, BackendLoader, Capabilities, EngineStatus, LoadJob, LoadStage, WaitCallback
 from chat_engine.params import GenerationParams
+from chat_engine.reply import Reply
 from common.errors import ModelLoadError, ModelNotLoadedError, MoEChatError
 from common.messages import Message
 from common.settings import Settings
 from model_loader.download import DownloadProgress
 from model_loader.placement import LoadOptions
-from model_loader.registry import ModelSpec
+from model_loader.registry import SERVER_BACKEND, ModelSpec
 
 log = logging.getLogger(__name__)
 EMPTY = EngineStatus(state="empty", message="No model loaded.")
@@ -86,7 +87,8 @@ class Engine:
                 raise error from exc
             self._backend = backend
             self._status = EngineStatus(state="ready", model_id=spec.id, model_name=spec.name,
-                                        message=f"{spec.name} is ready.", info=backend.info())
+                                        message=f"{spec.name} is ready.", info=backend.info(),
+                                        capabilities=backend.capabilities)
             return self._status
 
     def start_load(self, spec: ModelSpec, options: LoadOptions | None = None) -> LoadJob:
@@ -187,13 +189,26 @@ class Engine:
             backend = self._require_backend()
             if expect_model is not None and backend.spec.id != expect_model:  # switched while this one waited
                 raise ModelNotLoadedError(f"{expect_model} was switched for {backend.spec.name} a moment ago.")
-            reply = backend.start_reply(messages, params or backend.default_params(), stop=stop, on_wait=on_wait,
-                                        client=client or owner,  # no address known: each session its own share
-                                        routing=routing)
+            params = params or backend.default_params()
+            generation = backend.generate(messages, params, routing=routing)
+            reply = Reply(generation, params, line=backend.line, stop=stop, on_wait=on_wait,
+                          client=client or owner,  # no address known: each session its own share
+                          stall_timeout_s=self.settings.stall_timeout_s)
             self._replies = {r for r in self._replies if not r.join(timeout=0)} | {reply}
             if owner is not None:
                 self._by_owner[owner] = reply
             return reply
+
+    @staticmethod
+    def capabilities(spec: ModelSpec) -> Capabilities:
+        """What the backend of `spec` can do, before it is loaded (the page asks this, never which backend it is)."""
+        return capabilities_of(spec.backend)
+
+    def served_models(self, base_url: str, api_key_env: str) -> list[str]:
+        """What a model server at `base_url` serves, for the sidebar's "Add a model server" (raises MoEChatError)."""
+        if not capabilities_of(SERVER_BACKEND).lists_models:
+            raise ModelLoadError("No backend that talks to model servers is installed.")
+        return self._loader(SERVER_BACKEND, self.settings).list_models(base_url, api_key_env)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Stop every reply and free the model (a server shutting down; tests)."""

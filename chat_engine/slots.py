@@ -11,11 +11,7 @@ import itertools
 import threading
 from collections.abc import Hashable
 
-from common.errors import MoEChatError
-
-
-class LineFullError(MoEChatError):
-    """A client already has as many requests waiting as it may."""
+from common.errors import LineFullError
 
 
 class SlotQueue:

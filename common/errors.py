@@ -49,3 +49,40 @@ class GenerationTimeout(GenerationError):
 
 class DiskSpaceError(ModelNotFoundError):
     """A download would not fit on the disk that holds the cache folder."""
+
+
+class DownloadCancelled(MoEChatError):
+    """The caller abandoned a download; what was fetched stays on disk for the next attempt."""
+
+
+class PlanError(MoEChatError):
+    """The planner cannot read, build or plan for this model or these inputs."""
+
+
+class ContextOverflowError(MoEChatError):
+    """The new message alone, with the answer's reserve, does not fit the model's context."""
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, context: int) -> None:
+        self.prompt_tokens, self.max_new_tokens, self.context = prompt_tokens, max_new_tokens, context
+        room = context - prompt_tokens
+        advice = (f"Shorten it, or lower max new tokens to at most {room:,}." if room > 0
+                  else "Shorten it: it is too long for this model even without an answer.")
+        super().__init__(f"Your message needs {prompt_tokens:,} tokens (with the system prompt and chat format); "
+                         f"with {max_new_tokens:,} tokens reserved for the answer it does not fit the model's "
+                         f"{context:,}-token context. {advice}")
+
+
+class LineFullError(MoEChatError):
+    """A client already has as many requests waiting as it may."""
+
+
+class ServerContextError(GenerationError):
+    """A model server refused the conversation as longer than its context."""
+
+
+class StoreError(MoEChatError):
+    """The conversation database cannot be opened, read or written, or a conversation or import is invalid."""
+
+
+class StaleConversationError(StoreError):
+    """A change was asked of a conversation that another tab has changed since this one read it."""

@@ -19,7 +19,7 @@ REASONS = {"eos": "complete", "length": "hit max new tokens", "stopped": "stoppe
 
 
 @dataclass(frozen=True)
-class Reply:
+class DrawnAnswer:
     """The answer as shown: its text (possibly partial) and the error that cut it short, if any."""
 
     text: str
@@ -121,7 +121,7 @@ def render_input(ready: bool, model_name: str | None) -> str | None:
 
 def stream_reply(chunks: Iterable[str], interval_s: float,
                  on_interrupt: Callable[[str], None] | None = None,
-                 on_progress: Callable[[str], None] | None = None) -> Reply:
+                 on_progress: Callable[[str], None] | None = None) -> DrawnAnswer:
     """Draw a reply as it arrives, at most once per `interval_s`; return it when it ends.
 
     Drawing is rate-bounded because each redraw re-sends the whole text to the browser. The Stop button under
@@ -154,7 +154,7 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
         cancel = getattr(chunks, "cancel", None)
         if cancel is not None:
             cancel()  # an interrupted page must not leave the generation running
-    return Reply("".join(parts), error)
+    return DrawnAnswer("".join(parts), error)
 
 
 def show_error(message: str) -> None:

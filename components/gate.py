@@ -68,15 +68,6 @@ def client_address() -> str | None:
 THROTTLE = GuessThrottle()  # one for the server process: every session and tab of an address shares it
 
 
-def secrets_password() -> str | None:
-    """`password` from .streamlit/secrets.toml, if that file exists and sets it."""
-    try:
-        value = st.secrets.get("password")
-    except Exception:  # no secrets file at all: Streamlit raises rather than returning nothing
-        return None
-    return str(value) if value else None
-
-
 def render(expected: str | None, session_id: str) -> bool:
     """True when the page may be drawn; otherwise draws only the password form. A session that passes may upload."""
     if not expected or st.session_state.get(state.GATE_OK):

@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import streamlit as st
 
-from chat_engine.params import GenerationParams
+from chat_engine.budget import Budget
+from chat_engine.interface import Capabilities
+from chat_engine.params import OPTIONS, GenerationParams
 from common.errors import MoEChatError
+from common.messages import Message
 from components import state
+
+
+class ModelSide(Protocol):
+    """What the panel asks of the engine about the ready model."""
+
+    def default_params(self) -> GenerationParams: ...
+
+    def context_budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget: ...
+
+    def render_prompt(self, messages: Sequence[Message]) -> str: ...
 
 _KEYS = {"do_sample": "gen_do_sample", "temperature": "gen_temperature", "top_p": "gen_top_p", "top_k": "gen_top_k",
          "repetition_penalty": "gen_repetition_penalty", "max_new_tokens": "gen_max_new_tokens", "seed": "gen_seed"}
 
 
-# The widgets' ranges: a stored value outside them (an old or crafted conversation) is left at the model default.
-_RANGES = {"temperature": (0.05, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 1000), "repetition_penalty": (1.0, 2.0),
-           "max_new_tokens": (1, 32768), "seed": (0, 2**63 - 1)}
+def _shows(name: str, value: object) -> bool:
+    """Whether a stored value (an old or crafted conversation's) is one the widgets can show; else the default."""
+    option = OPTIONS[name]
+    return option.problem(value) is None and (option.low is None or value is None or value >= option.lowest)
 
 
-def _shows(name: str, value: Any) -> bool:
-    if name == "do_sample":
-        return isinstance(value, bool)
-    if name == "seed" and value is None:
-        return True
-    low, high = _RANGES[name]
-    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+def _slider(label: str, name: str, disabled: bool = False) -> float:
+    option = OPTIONS[name]
+    return st.slider(label, float(option.lowest), float(option.high or 0), step=option.step, key=_KEYS[name],
+                     disabled=disabled)
+
+
+def _integer(label: str, name: str, disabled: bool = False) -> int | None:
+    option = OPTIONS[name]
+    high = None if option.optional else int(option.high or 0)  # the seed's 2^64 is beyond a browser's integers
+    return st.number_input(label, min_value=int(option.lowest), max_value=high, step=int(option.step or 1),
+                           key=_KEYS[name], disabled=disabled, **({"value": None} if option.optional else {}))
 
 
 def _apply(defaults: GenerationParams) -> None:
@@ -59,18 +77,17 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
         st.session_state[state.PARAMS_FOR_MODEL] = model_id
     with st.expander("Generation"):
         sample = st.toggle("Sample (off: greedy, deterministic)", key=_KEYS["do_sample"])
-        temperature = st.slider("Temperature", 0.05, 2.0, step=0.05, key=_KEYS["temperature"], disabled=not sample)
-        top_p = st.slider("Top-p", 0.05, 1.0, step=0.05, key=_KEYS["top_p"], disabled=not sample)
-        top_k = st.number_input("Top-k (0: off)", min_value=0, max_value=1000, step=1, key=_KEYS["top_k"],
-                                disabled=not sample)
-        penalty = st.slider("Repetition penalty", 1.0, 2.0, step=0.01, key=_KEYS["repetition_penalty"])
-        max_new = st.number_input("Max new tokens", min_value=1, max_value=32768, step=64,
-                                  key=_KEYS["max_new_tokens"])
-        seed = st.number_input("Seed (empty: random)", min_value=0, step=1, key=_KEYS["seed"], value=None)
+        temperature = _slider("Temperature", "temperature", disabled=not sample)
+        top_p = _slider("Top-p", "top_p", disabled=not sample)
+        top_k = _integer("Top-k (0: off)", "top_k", disabled=not sample)
+        penalty = _slider("Repetition penalty", "repetition_penalty")
+        max_new = _integer("Max new tokens", "max_new_tokens")
+        seed = _integer("Seed (empty: random)", "seed")
         st.button("Reset to model defaults", key="gen_reset", on_click=_apply, args=(defaults,))
         try:
-            return GenerationParams(max_new_tokens=int(max_new), do_sample=sample, temperature=float(temperature),
-                                    top_p=float(top_p), top_k=int(top_k), repetition_penalty=float(penalty),
+            return GenerationParams(max_new_tokens=int(max_new or 1), do_sample=sample,
+                                    temperature=float(temperature), top_p=float(top_p), top_k=int(top_k or 0),
+                                    repetition_penalty=float(penalty),
                                     seed=None if seed is None else int(seed),
                                     ignore_eos=defaults.ignore_eos)  # a row's own setting (benchmark rows)
         except MoEChatError as exc:
@@ -78,7 +95,7 @@ def render_params(defaults: GenerationParams, model_id: str) -> GenerationParams
             return None
 
 
-def render_token_count(count: Callable[[], Any]) -> None:
+def render_token_count(count: Callable[[], Budget | None]) -> None:
     """ "Conversation: 1,234 of 32,768 tokens (512 kept for the answer)" """
     try:
         budget = count()
@@ -107,22 +124,24 @@ def render_exact_prompt(render: Callable[[], str]) -> None:
             st.caption(str(exc))
 
 
-def render(engine: Any, spec: Any, model_id: str, settings: Any, messages: list[dict[str, Any]],
-           to_send: Callable[[list[dict[str, Any]], str], list[dict[str, str]]]) -> tuple[str, GenerationParams | None]:
-    """The sidebar's generation section for the ready model; returns the system prompt and the parameters."""
-    system = render_system_prompt(spec.system_prompt if spec else None)
+def render(engine: ModelSide, system_default: str | None, model_id: str, capabilities: Capabilities,
+           max_new_tokens: int, messages: list[Message],
+           to_send: Callable[[list[Message], str], list[Message]]) -> tuple[str, GenerationParams | None]:
+    """The sidebar's generation section for the ready model; returns the system prompt and the parameters.
+    `to_send(messages, system)` is the conversation as it would be sent with that system prompt."""
+    system = render_system_prompt(system_default)
     try:
         defaults = engine.default_params()
     except MoEChatError as exc:  # another session unloaded or switched the model since this run looked
         st.warning(str(exc), icon=":material/schedule:")
         return system, None
     params = render_params(defaults, model_id)
-    remote = bool(spec is not None and getattr(spec, "remote", False))
-    st.toggle("Show the experts at work", key=state.RECORD_ROUTING, disabled=remote,
+    sees = capabilities.experts_view
+    st.toggle("Show the experts at work", key=state.RECORD_ROUTING, disabled=not sees,
               help="Records which experts each token used, in every MoE layer, and shows it under the answer "
-                   "(saved with it)." if not remote else "Needs a model loaded in this app: a server's routers "
-                   "are out of sight.")
-    max_new = params.max_new_tokens if params else settings.max_new_tokens
+                   "(saved with it)." if sees else "This model's routers are out of sight here (a server's, for "
+                   "one): it takes a model loaded in this app.")
+    max_new = params.max_new_tokens if params else max_new_tokens
     render_token_count(lambda: engine.context_budget(to_send(messages, system), max_new) if messages else None)
     render_exact_prompt(lambda: engine.render_prompt(to_send(messages or [{"role": "user", "content": "…"}], system)))
     return system, params

@@ -10,7 +10,7 @@ import streamlit as st
 
 from common.errors import MoEChatError
 from common.units import gib
-from model_loader.placement import ATTENTIONS, DTYPES, EXPERTS, LoadOptions
+from model_loader.options import ATTENTIONS, DTYPES, EXPERTS, LoadOptions
 
 _LABELS = {
     "auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32",

@@ -10,6 +10,7 @@ import streamlit as st
 
 from common.errors import MoEChatError
 from common.units import GIB, gib, params
+from model_loader.registry import ModelSpec
 
 PLAN_DTYPES = ("bf16", "int8", "int4")
 
@@ -22,13 +23,14 @@ def _split_chart(plan: Any) -> None:
                  x_label="GiB", color=["#4c78a8", "#f58518", "#e45756", "#d3d3d3"])
 
 
-def render(spec: Any, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], list[int]],
-           warning_box: Any) -> Any | None:
+def render(spec: ModelSpec, plan_fit: Callable[..., Any], parse_gpus: Callable[[str], list[int]],
+           warning_box: Any, weights_elsewhere: bool = False) -> Any | None:
     """Draw the plan for `spec`; warn in `warning_box` (under the Load button) when it will not fit.
 
-    A server's model is planned only for GPUs the user types (the server's), and only when its row names a config.
+    A model whose weights a server holds (`weights_elsewhere`) is planned only for GPUs the user types (the
+    server's), and only when its row names a config.
     """
-    remote = getattr(spec, "remote", False)
+    remote = weights_elsewhere
     with st.expander("Will it fit?", expanded=False):
         if remote and spec.config is None:
             st.caption("Does not apply: the server holds this model's weights, and its row names no config to plan "

@@ -8,16 +8,18 @@ from typing import Any
 
 import streamlit as st
 
+from chat_engine.interface import Capabilities, EngineStatus
 from common.errors import MoEChatError
 from common.units import gb, gib, params_b
 from components import state
+from model_loader.registry import ModelSpec, Registry
 
 
 @dataclass(frozen=True)
 class ModelChoice:
     """What the user asked for in the model picker this run."""
 
-    spec: Any  # ModelSpec currently selected
+    spec: ModelSpec  # the row currently selected
     load: bool = False
     unload: bool = False
     added_folder: str | None = None
@@ -36,10 +38,11 @@ def render_gpu_problem(problem: Any) -> None:
                    "`python -m doctor` checks the machine.")
 
 
-def render_model_picker(registry: Any, status: Any, busy: bool = False,
+def render_model_picker(registry: Registry, status: EngineStatus, capabilities_of: Callable[[ModelSpec], Capabilities],
+                        busy: bool = False,
                         list_served: Callable[[str, str], list[str]] | None = None) -> ModelChoice:
-    """Model selectbox, its notes, Load (Connect, for a server's model)/Unload buttons, and fields to add a local
-    folder or a model server (`list_served(address, key variable)` asks a server what it serves)."""
+    """Model selectbox, its notes, Load (Connect, where a server holds the weights)/Unload buttons, and fields to
+    add a local folder or a model server (`list_served(address, key variable)` asks a server what it serves)."""
     st.subheader("Model")
     ids = registry.ids
     pending = st.session_state.pop(state.PENDING_CHOICE, None)
@@ -61,7 +64,7 @@ def render_model_picker(registry: Any, status: Any, busy: bool = False,
         st.caption(spec.notes)
     is_loaded = status.state == "ready" and status.model_id == spec.id
     left, right = st.columns(2)
-    if spec.remote:
+    if capabilities_of(spec).weights_elsewhere:
         label = "Reconnect" if is_loaded else "Connect"
     else:
         label = "Reload" if is_loaded else ("Switch" if status.state == "ready" else "Load")
@@ -108,11 +111,12 @@ def _add_server(list_served: Callable[[str, str], list[str]]) -> tuple[str, str,
     return None
 
 
-def render_status(status: Any) -> None:
+def render_status(status: EngineStatus) -> None:
     """One line for the engine's state, plus where the layers went once loaded."""
     if status.state == "ready":
         info = status.info
-        parts = [f"**{status.model_name}** {'connected' if info.remote else 'ready'}", info.dtype,
+        connected = status.capabilities.weights_elsewhere
+        parts = [f"**{status.model_name}** {'connected' if connected else 'ready'}", info.dtype,
                  info.device_summary, info.kernels]
         st.success(" · ".join(p for p in parts if p), icon=":material/check_circle:")
         for warning in info.warnings:

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import streamlit as st
 
-from chat_engine.budget import ContextOverflowError
-from chat_engine.interface import EngineStatus, LoadJob, Reply
+from chat_engine.budget import Budget
+from chat_engine.interface import EngineStatus, LoadJob, Reply, WaitCallback
 from chat_engine.params import GenerationParams
 from chat_engine.prompt import check_length, clean_text
-from common.errors import MoEChatError
+from common.errors import ContextOverflowError, MoEChatError, StaleConversationError
+from common.messages import Message
 from common.settings import Settings
 from components import chat, state
+from components.answer_writer import AnswerWriter
 from components.journal import Journal
 from components.markdown import escape_dollars
-from conversations.records import AnswerStats
-from conversations.store import StaleConversationError
 
-StartReply = Callable[..., Reply]  # engine.chat(messages, params, owner=..., on_wait=...)
+History = list[dict[str, Any]]  # the page's messages: role, content and, on answers, their stats
+
+
+class StartReply(Protocol):
+    """How a turn asks the engine for an answer (`Engine.chat`)."""
+
+    def __call__(self, messages: Sequence[Message], params: GenerationParams | None = None, *,
+                 owner: str | None = None, on_wait: WaitCallback | None = None, client: str | None = None,
+                 routing: bool = False) -> Reply: ...
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,12 @@ class TurnContext:
     params: GenerationParams | None  # None: no model ready, or the sidebar's parameters are invalid
     system: str
     start_reply: StartReply
-    budget: Callable[[list[dict[str, str]], int], Any]  # engine.context_budget: raises when it does not fit
+    budget: Callable[[list[Message], int], Budget]  # engine.context_budget: raises when it does not fit
     owner: str  # this browser session
     client: str | None = None  # the browser's address: the model's line is fair between addresses
 
 
-def to_send(messages: list[dict[str, Any]], system: str) -> list[dict[str, str]]:
+def to_send(messages: History, system: str) -> list[Message]:
     """The conversation as the engine takes it: role and content only, the system prompt first if one is set."""
     head = [{"role": "system", "content": system}] if system.strip() else []
     return head + [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -53,26 +60,6 @@ def unready_reason(status: EngineStatus, job: LoadJob | None) -> str:
     if status.state != "ready":
         return "No model is loaded (load one in the sidebar)"
     return "The generation parameters are invalid (see Generation in the sidebar)"
-
-
-def sampling_text(params: GenerationParams) -> str:
-    if not params.do_sample:
-        return "greedy"
-    seed = f" · seed {params.seed}" if params.seed is not None else ""
-    return f"T {params.temperature:g} · top-p {params.top_p:g} · top-k {params.top_k}{seed}"
-
-
-def answer_stats(reply: Reply | None, reason: str, params: GenerationParams, error: str | None = None,
-                 queue_place: int | None = None) -> AnswerStats:
-    """The stats record of an answer: the reply's result when it has one, what is known so far otherwise."""
-    result = reply.result if reply is not None else None
-    used = reply.params if reply is not None else params  # what the backend actually generated with
-    return AnswerStats(
-        finish_reason=reason, tokens=result.new_tokens if result else (reply.new_tokens if reply else 0),
-        ttft_s=result.time_to_first_token_s if result else None, tokens_per_s=result.tokens_per_s if result else None,
-        sampling=sampling_text(used), note=reply.interruption if reply is not None else None, error=error,
-        queue_place=queue_place,
-        routing=reply.routing.to_dict() if result is not None and getattr(reply, "routing", None) else None)
 
 
 def accepted(text: str | None, settings: Settings) -> str | None:
@@ -92,18 +79,20 @@ def accepted(text: str | None, settings: Settings) -> str | None:
     return text
 
 
-def _edit(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], edited: str) -> bool:
+def _edit(ctx: TurnContext, journal: Journal, messages: History, edited: str) -> bool:
     """Replace the last exchange with the edited question, only if it can be sent: a refused edit changes nothing
     (False; the edit box stays open with the text)."""
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     candidate = messages[:last_user] + [{"role": "user", "content": edited}]
+    assert ctx.params is not None  # edits are offered only when the parameters are valid
     try:
         ctx.budget(to_send(candidate, ctx.system), ctx.params.max_new_tokens)
     except MoEChatError as exc:
         chat.show_unsent(edited, str(exc).rstrip("."))
         return False
-    if not _recorded(lambda: journal.replace_question(last_user, edited, ctx.status.model_id, ctx.system,
-                                                      ctx.params.as_dict()), edited, journal):
+    params = ctx.params.as_dict()
+    if not _recorded(lambda: journal.replace_question(last_user, edited, ctx.status.model_id, ctx.system, params),
+                     edited, journal):
         return False
     del messages[last_user:]
     messages.append({"role": "user", "content": edited})
@@ -132,47 +121,61 @@ def _recorded(write: Callable[[], Any], text: str, journal: Journal | None = Non
 
 def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     """Draw the conversation and the message box; carry out what the user did; stream and keep the answer."""
-    messages: list[dict[str, Any]] = st.session_state[state.MESSAGES]
+    messages: History = st.session_state[state.MESSAGES]
     unsent = st.session_state.pop(state.UNSENT, None)
     if unsent:
         chat.show_unsent(*unsent)
-    ready = ctx.status.state == "ready"
-    can_send = ready and ctx.params is not None
+    can_send = ctx.status.state == "ready" and ctx.params is not None
     action = chat.render_history(messages, actions=can_send)
     if can_send and messages and messages[-1]["role"] == "user" and not st.session_state.get(state.PENDING_REPLY):
-        # a question left without its answer (a crash, a refresh at the wrong moment): offer to answer it now
-        if st.button("Answer this message", key="answer_last", icon=":material/reply:"):
-            st.session_state[state.PENDING_REPLY] = True
+        _offer_answer()
     prompt = accepted(chat.render_input(can_send, ctx.status.model_name), settings)
     if prompt and not can_send:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
         prompt = None
     if action.regenerate and messages and messages[-1]["role"] == "assistant":
-        if _recorded(lambda: journal.truncate(len(messages) - 1), "", journal):  # nothing of the user's to give back
-            messages.pop()
-            st.session_state[state.PENDING_REPLY] = True
-            st.rerun()
+        _regenerate(journal, messages)
     if action.edited is not None:
         edited = accepted(action.edited, settings)
         if edited is None or not can_send or not _edit(ctx, journal, messages, edited):
             st.session_state[state.EDITING] = True  # refused: the box stays open with the text, nothing changed
     pending = st.session_state.pop(state.PENDING_REPLY, False)
     if prompt:
-        if not _recorded(lambda: journal.record_user(prompt, ctx.status.model_id, ctx.system, ctx.params.as_dict()),
-                         prompt, journal):
-            return
-        messages.append({"role": "user", "content": prompt})
-        with st.chat_message("user"):
-            st.markdown(escape_dollars(prompt))
-    elif not pending or not can_send:
-        return
-    _answer(ctx, journal, messages, settings)
+        if _ask(ctx, journal, messages, prompt):
+            _answer(ctx, journal, messages, settings)
+    elif pending and can_send:
+        _answer(ctx, journal, messages, settings)
 
 
-def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], settings: Settings) -> None:
+def _offer_answer() -> None:
+    """A question left without its answer (a crash, a refresh at the wrong moment): offer to answer it now."""
+    if st.button("Answer this message", key="answer_last", icon=":material/reply:"):
+        st.session_state[state.PENDING_REPLY] = True
+
+
+def _regenerate(journal: Journal, messages: History) -> None:
+    """Forget the last answer and answer its question again."""
+    if _recorded(lambda: journal.truncate(len(messages) - 1), "", journal):  # nothing of the user's to give back
+        messages.pop()
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
+
+
+def _ask(ctx: TurnContext, journal: Journal, messages: History, prompt: str) -> bool:
+    """Record and draw a new question; False (the text given back) when it could not be recorded."""
+    assert ctx.params is not None  # only a sendable page takes a prompt
+    params = ctx.params.as_dict()
+    if not _recorded(lambda: journal.record_user(prompt, ctx.status.model_id, ctx.system, params), prompt, journal):
+        return False
+    messages.append({"role": "user", "content": prompt})
+    with st.chat_message("user"):
+        st.markdown(escape_dollars(prompt))
+    return True
+
+
+def _answer(ctx: TurnContext, journal: Journal, messages: History, settings: Settings) -> None:
     """Stream the reply to the last user message into a new bubble, keeping whatever happens to it."""
-    params = ctx.params
-    assert params is not None  # run() answers only when the parameters are valid
+    assert ctx.params is not None  # run() answers only when the parameters are valid
     try:
         saver = journal.answer_saver()  # the answer's row, taken before it starts: no other exchange lands between
     except StaleConversationError as exc:
@@ -180,77 +183,62 @@ def _answer(ctx: TurnContext, journal: Journal, messages: list[dict[str, Any]], 
     except MoEChatError as exc:  # deleted in another tab
         chat.show_error(str(exc))
         return
-    places: list[int] = []
-    saved_at = [time.monotonic()]
-    reply: Reply | None = None
-    kept = False
-
-    def keep(text: str, reason: str, error: str | None = None) -> None:
-        nonlocal kept
-        if kept:
-            return
-        kept = True
-        stats = answer_stats(reply, reason, params, error, max(places, default=None))
-        messages.append({"role": "assistant", "content": text, "stats": stats})
-        try:
-            saver.save(text, stats)
-        except MoEChatError as exc:  # the conversation was changed or deleted in another tab meanwhile
-            st.session_state[state.NOTICE] = f"The answer was shown but not saved: {exc}"
-
-    def checkpoint(text: str) -> None:
-        """Save the answer as it is written, every few seconds: a crash loses at most those seconds."""
-        if time.monotonic() - saved_at[0] >= settings.save_interval_s:
-            saved_at[0] = time.monotonic()
-            stats = answer_stats(reply, "stopped", params, queue_place=max(places, default=None))
-            try:
-                saver.save(text, replace(stats, note="cut off: the server stopped while it was being written"),
-                           partial=True)
-            except MoEChatError:
-                pass  # the final save says what went wrong; the answer goes on
-
-    def forget_row() -> None:
-        try:
-            journal.truncate(len(messages))  # the row taken for an answer that never started
-        except MoEChatError:
-            pass
-
+    writer = AnswerWriter(saver, messages, ctx.params, settings.save_interval_s)
     with st.chat_message("assistant"):
         line = st.empty()
 
         def waiting(place: int) -> None:
-            places.append(place)
+            writer.saw_place(place)
             line.caption(f"Waiting for the model, which answers {settings.concurrency} request(s) at a time: "
                          f"you are number {place} in line. Stop leaves it.")
 
-        try:
-            reply = ctx.start_reply(to_send(messages, ctx.system), params, owner=ctx.owner, on_wait=waiting,
-                                    client=ctx.client, routing=bool(st.session_state.get(state.RECORD_ROUTING)))
-        except ContextOverflowError as exc:
-            refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
-            try:
-                journal.truncate(len(messages))  # the question and the answer's row
-            except MoEChatError:
-                pass
-            chat.show_error(str(exc))
-            st.code(refused["content"], language=None, wrap_lines=True)
+        reply = _start(ctx, journal, messages, waiting)
+        if reply is None:
             return
-        except MoEChatError as exc:
-            forget_row()
-            chat.show_error(str(exc))
-            return
-        try:  # from here on, whatever interrupts the page (Stop, a click, a closed tab) keeps what was written
-            if reply.budget.notice:
-                st.caption(reply.budget.notice)
-            shown = chat.stream_reply(reply, settings.stream_interval_s,
-                                      on_interrupt=lambda text: keep(text, "stopped"), on_progress=checkpoint)
-            keep(shown.text, reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped"),
-                 shown.error)
-            line.empty()
-        except BaseException:
-            reply.cancel()
-            keep("", "stopped")  # only if nothing was kept yet (interrupted before the first text)
-            raise
+        writer.reply = reply
+        _stream(reply, writer, settings.stream_interval_s)
+        line.empty()
     st.rerun()  # draws the finished answer with its stats, error and actions
+
+
+def _start(ctx: TurnContext, journal: Journal, messages: History, waiting: WaitCallback) -> Reply | None:
+    """The engine's reply to the conversation; None, with the reason shown and the answer's row let go, if refused."""
+    assert ctx.params is not None
+    try:
+        return ctx.start_reply(to_send(messages, ctx.system), ctx.params, owner=ctx.owner, on_wait=waiting,
+                               client=ctx.client, routing=bool(st.session_state.get(state.RECORD_ROUTING)))
+    except ContextOverflowError as exc:
+        refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
+        _forget_rows(journal, len(messages))  # the question and the answer's row
+        chat.show_error(str(exc))
+        st.code(refused["content"], language=None, wrap_lines=True)
+    except MoEChatError as exc:
+        _forget_rows(journal, len(messages))  # the row taken for an answer that never started
+        chat.show_error(str(exc))
+    return None
+
+
+def _stream(reply: Reply, writer: AnswerWriter, interval_s: float) -> None:
+    """Draw the answer as it comes; whatever interrupts the page (Stop, a click, a closed tab) keeps what was
+    written."""
+    try:
+        if reply.budget.notice:
+            st.caption(reply.budget.notice)
+        shown = chat.stream_reply(reply, interval_s, on_interrupt=lambda text: writer.keep(text, "stopped"),
+                                  on_progress=writer.checkpoint)
+        reason = reply.result.finish_reason if reply.result else ("error" if shown.error else "stopped")
+        writer.keep(shown.text, reason, shown.error)
+    except BaseException:
+        reply.cancel()
+        writer.keep("", "stopped")  # only if nothing was kept yet (interrupted before the first text)
+        raise
+
+
+def _forget_rows(journal: Journal, keep: int) -> None:
+    try:
+        journal.truncate(keep)
+    except MoEChatError:
+        pass
 
 
 def _reload_with_notice(journal: Journal, why: str) -> None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common.errors import MoEChatError
+from common.errors import MoEChatError, StaleConversationError, StoreError
 from common.messages import ROLES
 from conversations.export import FORMAT, VERSION, FormatError, parse_document, to_document, to_markdown
 from conversations.migrations import LATEST_VERSION, apply_migrations, schema_version
@@ -25,12 +25,6 @@ CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, 
 MESSAGE_COLUMNS = "role, content, stats, partial, created_at"
 
 
-class StoreError(MoEChatError):
-    """The conversation database cannot be opened, read or written, or a conversation or import is invalid."""
-
-
-class StaleConversationError(StoreError):
-    """A change was asked of a conversation that another tab has changed since this one read it."""
 
 
 def title_from(content: str) -> str:

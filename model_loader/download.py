@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ModelLoadError, ModelNotFoundError, MoEChatError, one_line
+from common.errors import DownloadCancelled, ModelLoadError, ModelNotFoundError, MoEChatError, one_line
 from common.settings import Settings
 from model_loader.checkpoint_check import weight_files
 from model_loader.disk import check_room
@@ -33,9 +33,6 @@ WEIGHTS = (("model.safetensors", "model.safetensors.index.json", "model-*.safete
            ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"))
 MARKERS = ".moe-chat/complete"  # under the cache dir: one record per finished download
 
-
-class DownloadCancelled(MoEChatError):
-    """The caller abandoned a download; what was fetched stays on disk for the next attempt."""
 
 
 def select_files(paths: Iterable[str], remote_code: bool = False, weights: bool = True) -> list[str]:

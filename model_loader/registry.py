@@ -18,6 +18,7 @@ BUILTIN_FILE = Path(__file__).with_name("models.toml")
 Source = Literal["modelscope", "huggingface", "local", "openai"]
 Kind = Literal["chat", "base", "demo"]
 _SOURCES = ("modelscope", "huggingface", "local", "openai")
+SERVER_BACKEND = "openai"  # the backend of rows for a model server added in the sidebar
 SERVERS = ("auto", "vllm", "sglang", "transformers", "moe-chat", "openai")
 _KINDS = ("chat", "base", "demo")
 
@@ -127,7 +128,7 @@ class Registry:
         """Add (or reuse) a row for a model served at `base_url` (picked from its /v1/models in the sidebar)."""
         url = checked_base_url(base_url)
         key_env = self.checked_key_env(api_key_env)
-        spec = ModelSpec(id=f"server:{model}@{url}", name=f"{model} (server)", source="openai", backend="openai",
+        spec = ModelSpec(id=f"server:{model}@{url}", name=f"{model} (server)", source="openai", backend=SERVER_BACKEND,
                          base_url=url, model=model, api_key_env=key_env, notes=f"Served by {url}")
         if spec.id in self.ids:
             return self, self.get(spec.id)

@@ -7,13 +7,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import MoEChatError
+from common.errors import PlanError  # noqa: F401 - the planner's error, raised by its modules
 
 FACTS_VERSION = 2  # bump when ModelFacts changes shape: cached and shipped facts of other versions are ignored
 
-
-class PlanError(MoEChatError):
-    """The planner cannot read, build or plan for this model or these inputs."""
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory):
         del os.environ[key]
     # the tests' model folders live under pytest's temporary root: the folder box may take them
     os.environ["MOE_CHAT_MODEL_ROOTS"] = str(tmp_path_factory.getbasetemp())
-    import torch
-
-    torch.set_num_threads(1)
+    # torch is imported only by the tests that need it; it takes its thread count from OMP_NUM_THREADS then.
     yield home
     os.environ.clear()
     os.environ.update(saved)
@@ -105,6 +103,16 @@ def demo_engine(settings, registry):
     engine.load(registry.get("demo-moe"))
     yield engine
     engine.close()
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_per_test():
+    """The app resolves its settings once per process; each test sets its own environment, so each reads them anew."""
+    from web import config
+
+    config.reset()
+    yield
+    config.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -26,13 +27,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chat_engine.budget import ContextOverflowError
 from chat_engine.engine import shared_engine
 from chat_engine.interface import Reply
-from chat_engine.slots import LineFullError
-from common.errors import ChatTemplateError, InvalidParameterError, ModelNotLoadedError, MoEChatError
+from common.errors import (
+    ChatTemplateError,
+    ContextOverflowError,
+    InvalidParameterError,
+    LineFullError,
+    ModelNotLoadedError,
+    MoEChatError,
+)
 from common.settings import Settings
 from web.api_request import ApiError, ChatRequest, bad, parse
+from web.config import app_settings
 from web.stop_text import StopText
 
 log = logging.getLogger("moe_chat.api")
@@ -43,21 +50,8 @@ DISABLED = ("The API is off: start the app with MOE_CHAT_API_KEY=<a key of your 
             ".streamlit/secrets.toml) and send it as Authorization: Bearer <key>.")
 
 
-def api_key(settings: Settings) -> str | None:
-    """The key that opens the API: MOE_CHAT_API_KEY, else `api_key` in .streamlit/secrets.toml; None: the API is off."""
-    if settings.api_key:
-        return settings.api_key
-    try:
-        import streamlit as st
-
-        value = st.secrets.get("api_key")
-    except Exception:  # no secrets file: Streamlit raises rather than returning nothing
-        return None
-    return str(value) if value else None
-
-
 def _authorize(request: Request, settings: Settings) -> None:
-    key = api_key(settings)
+    key = settings.api_key  # MOE_CHAT_API_KEY, else api_key in .streamlit/secrets.toml; None: the API is off
     if not key:
         raise ApiError(403, DISABLED, code="api_disabled", kind="permission_error")
     header = request.headers.get("authorization", "")
@@ -66,6 +60,34 @@ def _authorize(request: Request, settings: Settings) -> None:
     if not hmac.compare_digest(given.encode("utf-8", "replace"), wanted):  # constant time: no hints about the key
         raise ApiError(401, "Invalid API key: send Authorization: Bearer <the app's MOE_CHAT_API_KEY>.",
                        code="invalid_api_key", kind="authentication_error")
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """How the API answers one kind of domain error: OpenAI's error fields, and a retry hint."""
+
+    status: int
+    code: str
+    kind: str = "invalid_request_error"
+    param: str | None = None
+    retry_after_s: int | None = None
+
+
+# The one mapping from the app's errors to the API's answers; the first class that matches wins.
+HTTP_ERRORS: tuple[tuple[type[MoEChatError], HttpError], ...] = (
+    (ContextOverflowError, HttpError(400, "context_length_exceeded", param="messages")),
+    (ChatTemplateError, HttpError(400, "invalid_messages", param="messages")),
+    (InvalidParameterError, HttpError(400, "invalid_value")),
+    (LineFullError, HttpError(429, "rate_limit_exceeded", "rate_limit_error", retry_after_s=5)),
+    (MoEChatError, HttpError(500, "server_error", "server_error")),
+)
+
+
+def as_api_error(exc: MoEChatError) -> ApiError:
+    """`exc` as the API's answer, by `HTTP_ERRORS`; the message is the error's own (what happened, what to do)."""
+    http = next(h for kind, h in HTTP_ERRORS if isinstance(exc, kind))
+    headers = {"Retry-After": str(http.retry_after_s)} if http.retry_after_s is not None else None
+    return ApiError(http.status, str(exc), param=http.param, code=http.code, kind=http.kind, headers=headers)
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -81,7 +103,7 @@ def _not_ready(status: Any) -> ApiError:
 
 
 async def models(request: Request) -> Response:
-    settings = Settings.from_env()
+    settings = app_settings()
     try:
         _authorize(request, settings)
     except ApiError as exc:
@@ -139,23 +161,12 @@ def _start(settings: Settings, req_body: Any, client: str) -> tuple[ChatRequest,
                                 "fewer or shorter messages, or a lower max_tokens. Nothing is cut silently.",
                            param="messages", code="context_length_exceeded")
         reply = engine.chat(messages, request.params, client=client, expect_model=status.model_id)
-    except ContextOverflowError as exc:
-        raise ApiError(400, f"This conversation does not fit the model's {exc.context:,}-token context with "
-                            f"{exc.max_new_tokens:,} tokens for the answer. {str(exc).split('. ')[-1]}",
-                       param="messages", code="context_length_exceeded") from None
-    except ChatTemplateError as exc:
-        raise bad(str(exc), "messages", code="invalid_messages") from None
-    except LineFullError as exc:
-        raise ApiError(429, str(exc), code="rate_limit_exceeded", kind="rate_limit_error",
-                       headers={"Retry-After": "5"}) from None
-    except ModelNotLoadedError:
-        raise _not_ready(engine.status()) from None
-    except InvalidParameterError as exc:
-        raise bad(str(exc), None) from None
     except ApiError:
         raise
+    except ModelNotLoadedError:
+        raise _not_ready(engine.status()) from None
     except MoEChatError as exc:
-        raise ApiError(500, str(exc), code="server_error", kind="server_error") from None
+        raise as_api_error(exc) from None
     return request, reply, status.model_id or ""
 
 
@@ -284,7 +295,7 @@ def _log(request_id: str, model: str, answer: Answer, started: float) -> None:
 
 
 async def chat_completions(request: Request) -> Response:
-    settings = Settings.from_env()
+    settings = app_settings()
     started = time.perf_counter()
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     client = f"api {request.client.host}" if request.client else "api"

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from chat_engine.params import GenerationParams
+from chat_engine.params import OPTIONS, GenerationParams
 from chat_engine.prompt import clean_text
 from common.errors import MoEChatError
 from common.messages import Message
@@ -21,8 +21,8 @@ METADATA = {"user", "metadata", "store"}
 # OpenAI fields taken only at the value that changes nothing, as clients often send them explicitly.
 NEUTRAL = {"logprobs": (False, None), "presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None),
            "response_format": ({"type": "text"}, None), "parallel_tool_calls": (True, False, None)}
-KNOWN = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
-         "top_p", "seed", "stop", "n", "top_k", "repetition_penalty", "ignore_eos"} | METADATA
+KNOWN = ({"model", "messages", "stream", "stream_options", "max_completion_tokens", "stop", "n"} | METADATA
+         | {option.api for option in OPTIONS.values() if option.api})
 
 
 class ApiError(MoEChatError):
@@ -135,36 +135,30 @@ def parse(body: Any, defaults: GenerationParams, max_chars: int) -> ChatRequest:
     if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
         raise bad("Give max_tokens or max_completion_tokens, not both.", "max_completion_tokens")
     limit = ("max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens")
-    max_new = _number(body, limit, 1, 1_000_000, integer=True)
-    temperature = _number(body, "temperature", 0, 2)
-    top_p = _number(body, "top_p", 0, 1)
-    if top_p == 0:
-        raise bad("top_p must be above 0.", "top_p")
-    seed = _number(body, "seed", -(2**63), 2**64 - 1, integer=True)
-    top_k = _number(body, "top_k", -1, 1_000_000, integer=True)
-    penalty = _number(body, "repetition_penalty", 0, 10)
-    if penalty == 0:
-        raise bad("repetition_penalty must be above 0.", "repetition_penalty")
     changes: dict[str, Any] = {}
-    if max_new is not None:
-        changes["max_new_tokens"] = max_new
-    if temperature is not None:
-        changes["do_sample"] = temperature > 0
-        if temperature > 0:
-            changes["temperature"] = float(temperature)
-    if top_p is not None:
-        changes["top_p"] = float(top_p)
-    if top_k is not None:
-        changes["top_k"] = max(top_k, 0)  # -1 and 0 both mean off, as in vLLM
-    if penalty is not None:
-        changes["repetition_penalty"] = float(penalty)
-    ignore_eos = body.get("ignore_eos")
-    if ignore_eos is not None:
-        if not isinstance(ignore_eos, bool):
-            raise bad("ignore_eos must be true or false.", "ignore_eos")
-        changes["ignore_eos"] = ignore_eos
-    if seed is not None:
-        changes["seed"] = seed % 2**32  # torch seeds are unsigned 64-bit; the same request gives the same answer
+    for option in OPTIONS.values():
+        field = limit if option.name == "max_new_tokens" else option.api
+        if field is None or body.get(field) is None:
+            continue
+        value = body[field]
+        # OpenAI's conventions first: temperature 0 is greedy, top_k -1 is off (as in vLLM), any 64-bit seed goes.
+        if option.name == "temperature" and value == 0 and not isinstance(value, bool):
+            changes["do_sample"] = False
+            continue
+        if option.name == "top_k" and value == -1 and not isinstance(value, bool):
+            value = 0
+        if option.name == "seed" and isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**64:
+                raise bad(f"seed must be a 64-bit integer; got {value!r}.", field)
+            value %= 2**32  # the same request gives the same answer
+        if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        problem = option.problem(value)
+        if problem is not None:
+            raise bad(problem.replace(option.name, field, 1) + ".", field)
+        changes[option.name] = value
+        if option.name == "temperature":
+            changes["do_sample"] = True
     return ChatRequest(model=model, messages=_messages(body.get("messages"), max_chars),
                        params=defaults.updated(**changes), stream=stream,
                        include_usage=bool(options and options.get("include_usage")), stop=stops)

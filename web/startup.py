@@ -14,9 +14,9 @@ from typing import Any
 
 from chat_engine.engine import shared_engine
 from common.errors import MoEChatError
-from common.settings import Settings
 from model_loader.devices import probe_devices
 from model_loader.registry import load_registry
+from web.config import app_settings
 
 log = logging.getLogger("moe_chat.startup")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("moe_chat.startup")
 def preload_default() -> None:
     """Start loading the default model if its row says so (the demo, where there is no GPU)."""
     try:
-        settings = Settings.from_env()
+        settings = app_settings()
         registry = load_registry(settings.models_file)
         devices = probe_devices()
         spec = registry.get(registry.default_id(devices.cuda_count > 0 and settings.device != "cpu",

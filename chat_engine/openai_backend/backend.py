@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -11,12 +10,13 @@ from typing import Any
 import httpx2
 import openai
 
+from chat_engine.backends import SERVED
 from chat_engine.budget import Budget, TokenCounter, fit_to_context
-from chat_engine.interface import BackendInfo, WaitCallback
+from chat_engine.interface import BackendInfo
 from chat_engine.openai_backend.counting import estimate
 from chat_engine.openai_backend.request import request_body, unsent_fields
 from chat_engine.openai_backend.server import translate
-from chat_engine.openai_backend.stream import RemoteStream
+from chat_engine.openai_backend.stream import RemoteGeneration
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import check_messages, render_prompt
 from chat_engine.slots import SlotQueue
@@ -48,9 +48,10 @@ class OpenAIBackend:
     def __init__(self, spec: ModelSpec, connection: Connection, settings: Settings) -> None:
         self.spec = spec
         self.connection = connection
+        self.capabilities = replace(SERVED, exact_counts=connection.count is not None)
         self._settings = settings
         limit = spec.max_concurrent
-        self._slots = SlotQueue(limit, settings.max_waiting_per_client) if limit else None
+        self.line = SlotQueue(limit, settings.max_waiting_per_client) if limit else None
         self._translate = partial(translate, where=spec.base_url or "?", connect_s=settings.connect_timeout_s,
                                   stall_s=settings.stall_timeout_s, model=spec.model or "")
 
@@ -95,15 +96,14 @@ class OpenAIBackend:
                 pass
         return replace(fit_to_context(messages, estimate, self.context, max_new_tokens), estimated=True)
 
-    def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None, routing: bool = False) -> RemoteStream:
+    def generate(self, messages: Sequence[Message], params: GenerationParams, *,
+                 routing: bool = False) -> RemoteGeneration:
         """`routing` is not recorded: a server's routers are out of sight (vLLM and SGLang can return routed
         experts only for whole, non-streamed answers)."""
         budget = self.budget(messages, params.max_new_tokens)
         body = request_body(self.spec.model or "", budget.messages, params, self.connection.flavour)
-        return RemoteStream(self.connection.client, body, budget=budget, params=params, translate=self._translate,
-                            stop=stop, on_wait=on_wait, slots=self._slots, client_id=client)
+        return RemoteGeneration(self.connection.client, body, budget=budget, where=self.spec.base_url or "?",
+                                translate=self._translate)
 
     def close(self) -> None:
         """Close the connections (the engine has stopped every answer first); the server keeps its model."""

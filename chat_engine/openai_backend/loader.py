@@ -14,7 +14,15 @@ from chat_engine.budget import FALLBACK_CONTEXT, token_counter
 from chat_engine.interface import Backend, LoadStage
 from chat_engine.openai_backend.backend import Connection, OpenAIBackend
 from chat_engine.openai_backend.counting import server_counter
-from chat_engine.openai_backend.server import ServedModel, api_key, flavour, list_models, make_client, make_http
+from chat_engine.openai_backend.server import (
+    ServedModel,
+    api_key,
+    flavour,
+    list_models,
+    make_client,
+    make_http,
+    served_model_names,
+)
 from common.errors import ModelLoadError
 from common.settings import Settings
 from model_loader.download import DownloadProgress, tokenizer_dir
@@ -28,6 +36,10 @@ class OpenAILoader:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def list_models(self, base_url: str, api_key_env: str) -> list[str]:
+        """What a server typed into the sidebar serves (raises `MoEChatError` saying why it could not be asked)."""
+        return served_model_names(base_url, api_key_env, self.settings)
 
     def same_load(self, backend: Backend, spec: ModelSpec, options: LoadOptions | None) -> bool:
         return False  # connecting again is cheap, and re-reads what the server serves now

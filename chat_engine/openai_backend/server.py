@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import openai
 
-from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError
+from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError, ServerContextError
 from model_loader.registry import checked_base_url
 
 LIST_TIMEOUT_S = 30.0  # the sidebar's "List its models" waits no longer for an answer
@@ -30,9 +30,6 @@ class ServedModel:
     max_model_len: int | None = None  # vLLM and SGLang report the context they serve
     extra: dict[str, Any] = field(default_factory=dict)
 
-
-class ServerContextError(GenerationError):
-    """The server refused the conversation as longer than its context."""
 
 
 def api_key(env_name: str | None) -> str | None:

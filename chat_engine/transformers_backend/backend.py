@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Sequence
 from typing import Any
 
+from chat_engine.backends import IN_PROCESS
 from chat_engine.budget import Budget, context_length, fit_to_context, token_counter
-from chat_engine.interface import BackendInfo, WaitCallback
+from chat_engine.interface import BackendInfo
 from chat_engine.params import GenerationParams, model_defaults
 from chat_engine.prompt import encode_prompt, render_prompt
 from chat_engine.slots import SlotQueue
-from chat_engine.transformers_backend.stream import ChatStream, translate_error
+from chat_engine.transformers_backend.stream import InProcessGeneration, translate_error
 from common.errors import ModelNotLoadedError, MoEChatError
 from common.messages import Message
 from common.settings import Settings
@@ -43,11 +43,13 @@ def build_generation_config(base: Any, params: GenerationParams, tokenizer: Any)
 class TransformersBackend:
     """Chat with a model loaded in this process; its generations wait in one first-come, first-served line."""
 
+    capabilities = IN_PROCESS
+
     def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self._settings = settings
-        self._slots = SlotQueue(max(1, settings.concurrency), settings.max_waiting_per_client)
+        self.line = SlotQueue(max(1, settings.concurrency), settings.max_waiting_per_client)
         window = context_length(loaded.model.config, loaded.tokenizer)
         self.context = min(window, settings.max_context) if settings.max_context > 0 else window
         # The budget enforces the context; counting a long history must not make the tokenizer log a warning.
@@ -72,9 +74,8 @@ class TransformersBackend:
     def render_prompt(self, messages: Sequence[Message]) -> str:
         return render_prompt(self._require_loaded().tokenizer, messages)
 
-    def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None, routing: bool = False) -> ChatStream:
+    def generate(self, messages: Sequence[Message], params: GenerationParams, *,
+                 routing: bool = False) -> InProcessGeneration:
         loaded = self._require_loaded()
         model, tokenizer = loaded.model, loaded.tokenizer
         budget = self.budget(messages, params.max_new_tokens)
@@ -85,9 +86,8 @@ class TransformersBackend:
             raise
         except Exception as exc:  # e.g. a CUDA error moving the prompt: advice, not a traceback
             raise translate_error(exc) from exc
-        return ChatStream(model, tokenizer, inputs, config, budget=budget, params=params, stop=stop,
-                          on_wait=on_wait, stall_timeout_s=self._settings.stall_timeout_s, slots=self._slots,
-                          client=client, record_routing=routing)
+        return InProcessGeneration(model, tokenizer, inputs, config, budget=budget, seed=params.seed,
+                                   record_routing=routing)
 
     def _require_loaded(self) -> LoadedModel:
         loaded = self.loaded

@@ -1,26 +1,23 @@
-"""The in-process reply: `generate` in a worker thread, its text handed to the caller as a plain iterator."""
+"""The in-process generation: `generate` in a thread feeding a streamer, its text the pieces the reply hands on."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chat_engine.budget import Budget
-from chat_engine.interface import FinishReason, GenerationResult, WaitCallback, WorkerControl
-from chat_engine.params import GenerationParams
-from common.errors import GenerationError, GenerationTimeout, MoEChatError
+from chat_engine.reply import Generation
+from common.errors import GenerationError, MoEChatError
 
 if TYPE_CHECKING:
     from chat_engine.transformers_backend.routing import RoutingTrace
-    from common.routing import Routing
 
 HAND_OVER_S = 0.02  # the worker hands text to the reader at most 50 times a second (the first token at once)
 
 
-def _make_streamer(tokenizer: Any, poll_s: float, batch_s: float):
+def _make_streamer(tokenizer: Any, batch_s: float):
     from transformers import TextIteratorStreamer
 
     class IncrementalStreamer(TextIteratorStreamer):
@@ -36,12 +33,11 @@ def _make_streamer(tokenizer: Any, poll_s: float, batch_s: float):
         """
 
         def __init__(self) -> None:
-            super().__init__(tokenizer, skip_prompt=True, timeout=poll_s, skip_special_tokens=True)
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
             self.ids: list[int] = []
             self.prefix = 0
             self.read = 0
             self.new_tokens = 0
-            self.first_token_at: float | None = None
             self.handed_over_at: float | None = None
             self.on_hand_over: Any = None  # called in the generating thread after each hand-over (routing copies)
 
@@ -51,8 +47,6 @@ def _make_streamer(tokenizer: Any, poll_s: float, batch_s: float):
                 return
             now = time.perf_counter()
             self.new_tokens += int(value.numel())
-            if self.first_token_at is None:
-                self.first_token_at = now
             self.ids.extend(value.reshape(-1).tolist())
             if self.handed_over_at is None or now - self.handed_over_at >= batch_s:
                 text = self._decode_new(final=False)
@@ -110,134 +104,79 @@ def translate_error(exc: BaseException) -> MoEChatError:
                            "try again, and reload the model if it keeps failing.")
 
 
-class ChatStream(WorkerControl, Iterator[str]):
-    """Text of one reply as it is generated: the in-process `Reply`. Iterate it; `cancel()` stops it within one token.
+class InProcessGeneration(Generation):
+    """`generate` for one prompt: run in a thread of its own feeding the streamer, whose text `pieces` yields.
 
-    After iteration ends, `result` says why it ended. An exception in the worker is re-raised to the
-    iterating caller as a `GenerationError`; a worker that produces no token for `stall_timeout_s`
-    raises `GenerationTimeout` instead of leaving the caller blocked.
+    `routing_trace` (the experts as tensors, for tests and tools) and `ids` (the generated token ids) are kept
+    once it has ended.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any,
-                 *, budget: Budget, params: GenerationParams, stop: threading.Event | None = None,
-                 on_wait: WaitCallback | None = None, stall_timeout_s: float = 300.0, poll_s: float = 0.1,
-                 slots: Any = None, client: str | None = None, record_routing: bool = False) -> None:
-        self.stop = stop or threading.Event()
-        self.result: GenerationResult | None = None
-        self.budget = budget  # the context budget the prompt was cut to
-        self.params = params  # the GenerationParams it runs with
-        self.interruption: str | None = None  # why someone else stopped it (a model switch), for its reader
-        self.routing: Routing | None = None  # which experts each token used, when recorded (storable form)
-        self.routing_trace: RoutingTrace | None = None  # the same as tensors, for tests and tools
-        self._record_routing = record_routing
-        self._on_wait = on_wait  # told the queue position while waiting for a slot
-        self._slots = slots  # a SlotQueue shared by every generation on the model, or None
-        self._client = client  # whom the line is fair between
-        self._stall_timeout_s = stall_timeout_s
-        self._poll_s = poll_s
-        self._streamer = _make_streamer(tokenizer, poll_s, HAND_OVER_S)
-        self._error: BaseException | None = None
-        self._last_token: int | None = None
-        self._prompt_tokens = int(inputs["input_ids"].shape[1])
-        self._max_new_tokens = generation_config.max_new_tokens
+    def __init__(self, model: Any, tokenizer: Any, inputs: dict[str, Any], generation_config: Any, *,
+                 budget: Budget, seed: int | None = None, record_routing: bool = False) -> None:
+        super().__init__(budget)
+        self.prompt_tokens = int(inputs["input_ids"].shape[1])  # [1, prompt]
+        self.routing_trace: RoutingTrace | None = None
+        self._model, self._inputs, self._config = model, inputs, generation_config
+        self._seed, self._record_routing = seed, record_routing
+        self._streamer = _make_streamer(tokenizer, HAND_OVER_S)
         eos = generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        self._started = time.perf_counter()
-        self._last_activity = self._started
-        self._closed = False
-        kwargs = dict(inputs, generation_config=generation_config, streamer=self._streamer,
-                      stopping_criteria=_stop_criteria(self.stop))
-        if slots is not None:
-            slots.enter(self, client)  # in line at once (or LineFullError), before the worker waits in it
-        self._thread = threading.Thread(target=self._work, args=(model, kwargs), name="moe-chat-generate",
-                                        daemon=True)
-        self._thread.start()
 
-    def _work(self, model: Any, kwargs: dict[str, Any]) -> None:
+    @property
+    def new_tokens(self) -> int:  # type: ignore[override]
+        return self._streamer.new_tokens
+
+    @property
+    def ids(self) -> list[int]:
+        return self._streamer.ids
+
+    def translate(self, exc: BaseException) -> MoEChatError:
+        return translate_error(exc)
+
+    def pieces(self, stop: threading.Event) -> Iterator[str]:
+        failure: list[BaseException] = []
+        last_token: list[int] = []
+        worker = threading.Thread(target=self._run, args=(stop, failure, last_token), name="moe-chat-generate",
+                                  daemon=True)
+        worker.start()
+        try:
+            yield from self._streamer
+        finally:
+            worker.join()  # within one token once stopped: the weights stay in use until it has ended
+        if failure:
+            raise failure[0]
+        if last_token and last_token[0] in self._eos_ids:
+            self.finish = "eos"
+        elif self._streamer.new_tokens >= self._config.max_new_tokens:
+            self.finish = "length"
+
+    def _run(self, stop: threading.Event, failure: list[BaseException], last_token: list[int]) -> None:
         import torch
 
-        if self._slots is not None and not self._slots.acquire(self, self.stop, self._client):
-            self._streamer.end()  # cancelled while waiting in the queue: nothing was generated
-            return
-        self._started = self._last_activity = time.perf_counter()  # time in the queue is not generation time
+        model, streamer = self._model, self._streamer
         try:
-            if self.stop.is_set():  # cancelled just as its turn came
-                self._streamer.end()
-                return
             recorder = None
-            if self._record_routing:
-                from chat_engine.transformers_backend.routing import RoutingRecorder, compact, shared_experts
-  # hooks only for this generation, in this thread; none at all otherwise
-                recorder = RoutingRecorder(model, self._prompt_tokens + self._max_new_tokens)
-                self._streamer.on_hand_over = recorder.pull
+            if self._record_routing:  # hooks only for this generation, in this thread; none at all otherwise
+                from chat_engine.transformers_backend.routing import RoutingRecorder
+
+                recorder = RoutingRecorder(model, self.prompt_tokens + self._config.max_new_tokens)
+                streamer.on_hand_over = recorder.pull
             try:
                 with torch.inference_mode():
-                    if self.params.seed is not None:  # seeded when its turn comes, not while others generate
-                        torch.manual_seed(self.params.seed)
-                    out = model.generate(**kwargs)  # [1, prompt + new tokens]
+                    if self._seed is not None:  # seeded when its turn comes, not while others generate
+                        torch.manual_seed(self._seed)
+                    out = model.generate(**self._inputs, generation_config=self._config, streamer=streamer,
+                                         stopping_criteria=_stop_criteria(stop))  # [1, prompt + new tokens]
             finally:
                 if recorder is not None:
                     recorder.close()
-                    self.routing_trace = recorder.trace(self._prompt_tokens)
-            self._last_token = int(out[0, -1])
+                    self.routing_trace = recorder.trace(self.prompt_tokens)
+            last_token.append(int(out[0, -1]))
             if recorder is not None:
-                self.routing = compact(self.routing_trace, out[0].tolist(), self._streamer.tokenizer,
+                from chat_engine.transformers_backend.routing import compact, shared_experts
+
+                self.routing = compact(self.routing_trace, out[0].tolist(), streamer.tokenizer,
                                        shared_experts(model.config))
-        except BaseException as exc:  # re-raised in the consumer's thread
-            self._error = exc
-            self._streamer.end()
-        finally:
-            if self._slots is not None:
-                self._slots.release()
-
-    def __next__(self) -> str:
-        while not self._closed:
-            try:
-                text = self._streamer.text_queue.get(timeout=self._poll_s)
-            except queue.Empty:
-                position = self.queue_position
-                if position:
-                    self._last_activity = time.perf_counter()  # waiting for a slot is not a stall
-                    if self._on_wait is not None:
-                        self._on_wait(position)
-                    continue
-                if not self._thread.is_alive() and self._streamer.text_queue.empty():
-                    self._finish()  # the worker died without ending the stream
-                elif time.perf_counter() - self._last_activity > self._stall_timeout_s:
-                    self.stop.set()
-                    self._finish(GenerationTimeout(
-                        f"No token for {self._stall_timeout_s:.0f} s: generation was stopped. The model may be "
-                        "overloaded or offloaded to CPU/disk; check the memory panel and try again."))
-                continue
-            if text is self._streamer.stop_signal:
-                self._finish()
-            elif text:
-                self._last_activity = time.perf_counter()
-                return text
-        raise StopIteration
-
-    def _finish(self, error: MoEChatError | None = None) -> None:
-        if error is None:  # a stalled worker is left to end on its own: it has been told to stop
-            self._thread.join()
-        self._closed = True
-        failure = error or (translate_error(self._error) if self._error is not None else None)
-        streamer = self._streamer
-        reason: FinishReason
-        if failure is not None:
-            reason = "error"
-        elif self._last_token in self._eos_ids:
-            reason = "eos"
-        elif streamer.new_tokens >= self._max_new_tokens:
-            reason = "length"
-        else:
-            reason = "stopped" if self.stop.is_set() else "eos"
-        ttft = None if streamer.first_token_at is None else streamer.first_token_at - self._started
-        self.result = GenerationResult(reason, streamer.new_tokens, self._prompt_tokens, ttft,
-                                       time.perf_counter() - self._started)
-        if failure is not None:
-            raise failure
-
-    @property
-    def new_tokens(self) -> int:
-        """Tokens generated so far."""
-        return self._streamer.new_tokens
+        except BaseException as exc:  # raised again by `pieces`, in the reply's worker
+            failure.append(exc)
+            streamer.end()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.support.helpers import ROOT
+from web import config
 
 TIMEOUT = 60
 
@@ -41,14 +43,47 @@ def open_page(query: dict[str, str] | None = None) -> AppTest:
 
 
 @pytest.fixture
-def app(monkeypatch, models_file, db_path):
-    """A fresh page session with the demo model preloaded and the tiny random model registered."""
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
-    st.cache_resource.clear()
-    at = open_page()
-    assert not at.exception, at.exception
-    yield at
+def page_for(monkeypatch, db_path):
+    """The one page factory: `page_for(models_file, MOE_CHAT_X="...")` opens a fresh page session on that registry
+    with those settings (Streamlit's caches cleared, so the page reads them), after a clean start without error."""
+
+    def make(models: Path, query: dict[str, str] | None = None, **env: str) -> AppTest:
+        monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        config.reset()  # the settings are read again, as a restarted server would
+        st.cache_resource.clear()
+        at = open_page(query)
+        assert not at.exception, at.exception
+        return at
+
+    yield make
     st.cache_resource.clear()  # the page's cached settings and store; the engine is closed by _fresh_engine
+
+
+@pytest.fixture
+def app(page_for, models_file):
+    """A fresh page session with the demo model preloaded and the tiny random model registered."""
+    return page_for(models_file)
+
+
+@pytest.fixture
+def fake_page(page_for, tmp_path):
+    """A factory of pages whose default model is the fake one, with a fresh script (`fake_page(MOE_CHAT_X=...)`)."""
+    from tests.support import fake_backend
+
+    models = fake_backend.install(tmp_path)
+    fake_backend.SCRIPT.__dict__.update(fake_backend.FakeScript().__dict__)
+    yield lambda **env: page_for(models, MOE_CHAT_DEFAULT_MODEL="fake", **env)
+    if fake_backend.SCRIPT.gate is not None:
+        fake_backend.SCRIPT.gate.set()
+
+
+def stop_midway(at: AppTest, seconds: float) -> None:
+    """Run the page and cut the run off after `seconds`, mid-answer, as the Stop button does (the run must still be
+    going then: a run that ends by itself, or fails otherwise, fails the test)."""
+    with pytest.raises(RuntimeError, match="timed out"):
+        at.run(timeout=seconds)
 
 
 def chat_messages(at: AppTest) -> list[tuple[str, str]]:

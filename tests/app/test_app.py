@@ -54,9 +54,25 @@ def test_clear_empties_the_history(app):
 
 
 def test_memory_panel_shows_process_and_system_ram(app):
+    import re
+
+    import psutil
+
     captions = " ".join(c.value for c in app.sidebar.caption)
-    assert "resident" in captions and "No CUDA GPU" in captions
-    assert any(p.proto.text.startswith("RAM:") for p in app.sidebar.get("progress"))
+    assert "No CUDA GPU: the model runs on the CPU." in captions
+
+    def gib(shown: str) -> float:  # "1.2 GiB" or "512 MiB", as the panel writes sizes
+        number, unit = shown.split()
+        return float(number) / (1024 if unit == "MiB" else 1)
+
+    size = r"[\d.]+ [GM]iB"
+    resident = gib(re.search(rf"this process: ({size}) resident", captions).group(1))
+    rss = psutil.Process().memory_info().rss / 2**30  # the page runs in this process, the demo loaded
+    assert 0.5 * rss <= resident <= 1.5 * rss, (resident, rss)
+    ram = next(p.proto for p in app.sidebar.get("progress") if p.proto.text.startswith("RAM:"))
+    used, total = (gib(x) for x in re.fullmatch(rf"RAM: ({size}) / ({size})", ram.text).groups())
+    assert abs(total - psutil.virtual_memory().total / 2**30) < 0.1 and 0 < used < total
+    assert abs(ram.value / 100 - used / total) < 0.05  # the bar is as full as the numbers say
 
 
 def test_load_error_is_shown_and_the_page_keeps_working(app, tmp_path):

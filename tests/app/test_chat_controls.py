@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.app.conftest import chat_messages
+from tests.app.conftest import chat_messages, stop_midway
 from tests.support.helpers import KNOWN_ANSWERS
 
 
@@ -85,10 +85,7 @@ def test_stopping_the_page_mid_answer_keeps_the_partial_answer_and_ends_generati
     run_until(app, f"{RANDOM_MODEL_NAME}** ready")
     app.sidebar.number_input(key="gen_max_new_tokens").set_value(1900).run()
     app.chat_input[0].set_value("Tell me a story.")
-    try:
-        app.run(timeout=1.5)  # the page run is stopped mid-answer, as the Stop button does
-    except RuntimeError:
-        pass
+    stop_midway(app, 1.5)
     deadline = time.monotonic() + 5
     while [t for t in threading.enumerate() if t.name == "moe-chat-generate"]:
         assert time.monotonic() < deadline, "the generation kept running after the page stopped"
@@ -98,21 +95,11 @@ def test_stopping_the_page_mid_answer_keeps_the_partial_answer_and_ends_generati
     assert last["stats"].finish_reason == "stopped" and 0 < last["stats"].tokens < 1900
 
 
-def test_message_box_ignores_blank_input_and_holds_the_length_limit(monkeypatch, models_file, db_path):
-    import streamlit as st
-
-    from tests.app.conftest import open_page
-
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
-    monkeypatch.setenv("MOE_CHAT_MAX_MESSAGE_CHARS", "20")
-    st.cache_resource.clear()
-    try:
-        page = open_page()
-        send(page, "   ")  # whitespace only: ignored
-        assert page.session_state["messages"] == [] and not page.chat_message
-        send(page, "x" * 30)  # over the limit: refused with the reason, not cut, and given back to copy
-        assert page.session_state["messages"] == []
-        assert any("30 characters; the limit is 20" in w.value for w in page.warning)
-        assert any(c.value == "x" * 30 for c in page.code)
-    finally:
-        st.cache_resource.clear()
+def test_message_box_ignores_blank_input_and_holds_the_length_limit(page_for, models_file):
+    page = page_for(models_file, MOE_CHAT_MAX_MESSAGE_CHARS="20")
+    send(page, "   ")  # whitespace only: ignored
+    assert page.session_state["messages"] == [] and not page.chat_message
+    send(page, "x" * 30)  # over the limit: refused with the reason, not cut, and given back to copy
+    assert page.session_state["messages"] == []
+    assert any("30 characters; the limit is 20" in w.value for w in page.warning)
+    assert any(c.value == "x" * 30 for c in page.code)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import streamlit as st
 
 from conversations.store import ConversationStore
 from tests.app.conftest import chat_messages, open_page
@@ -68,12 +67,8 @@ def test_export_json_then_import_gives_identical_messages(app, db_path):
 
 
 @pytest.fixture
-def locked_app(monkeypatch, models_file, db_path):
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models_file))
-    monkeypatch.setenv("MOE_CHAT_PASSWORD", "s3cret")
-    st.cache_resource.clear()
-    yield open_page()
-    st.cache_resource.clear()
+def locked_app(page_for, models_file):
+    return page_for(models_file, MOE_CHAT_PASSWORD="s3cret")
 
 
 def test_with_a_password_nothing_renders_before_the_right_one(locked_app):

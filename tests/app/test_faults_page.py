@@ -6,7 +6,6 @@ import shutil
 from contextlib import contextmanager
 
 import pytest
-import streamlit as st
 
 from tests.app.conftest import chat_messages, open_page, run_until, status_text
 from tests.conftest import MS_REPO
@@ -21,7 +20,7 @@ LOAD_FAULTS = {  # row id: (how the folder is damaged, what the page must say)
 
 
 @pytest.fixture
-def two_sessions(monkeypatch, tmp_path, db_path, sharded_model_dir, hub):
+def two_sessions(monkeypatch, tmp_path, page_for, sharded_model_dir, hub):
     """Two browser sessions on one server with the demo loaded; the registry holds damaged and hub rows."""
     import modelscope_hub._download
 
@@ -33,16 +32,13 @@ def two_sessions(monkeypatch, tmp_path, db_path, sharded_model_dir, hub):
         rows.append(f'[[models]]\nid = "{row_id}"\nname = "Damaged {row_id}"\nsource = "local"\npath = "{folder}"\n')
     rows.append(f'[[models]]\nid = "hub-demo"\nname = "Hub demo"\nsource = "modelscope"\nmodelscope_id = "{MS_REPO}"\n')
     (tmp_path / "models.toml").write_text("\n".join(rows))
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(tmp_path / "models.toml"))
-    monkeypatch.setenv("MOE_CHAT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(modelscope_hub._download, "DOWNLOAD_RETRY_TIMES", 0)  # one dropped connection ends it
-    st.cache_resource.clear()
-    a, b = open_page(), open_page()
+    a = page_for(tmp_path / "models.toml", MOE_CHAT_CACHE_DIR=str(tmp_path / "cache"))
+    b = open_page()
     for page in (a, b):
         assert "Demo MoE (tiny, bundled)** ready" in status_text(page), status_text(page)
     a.chat_input[0].set_value("Hello").run()
-    yield a, b
-    st.cache_resource.clear()
+    return a, b
 
 
 def ask(page, text: str) -> tuple[str, str]:

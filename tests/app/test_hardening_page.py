@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import streamlit as st
 
 from tests.app.conftest import chat_messages, open_page
 from tests.support import fake_backend
-from tests.support.fake_backend import SCRIPT, FakeScript
+from tests.support.fake_backend import SCRIPT
 
 
 @pytest.fixture
-def page(monkeypatch, tmp_path, db_path):
-    models = fake_backend.install(tmp_path)
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models))
-    monkeypatch.setenv("MOE_CHAT_DEFAULT_MODEL", "fake")
-    monkeypatch.setenv("MOE_CHAT_MAX_MESSAGE_CHARS", "40")
-    SCRIPT.__dict__.update(FakeScript().__dict__)
-    st.cache_resource.clear()
-    at = open_page()
-    yield at
-    st.cache_resource.clear()
+def page(fake_page):
+    return fake_page(MOE_CHAT_MAX_MESSAGE_CHARS="40")
 
 
 def send(at, text: str) -> None:
@@ -151,7 +142,7 @@ def test_a_conversation_left_on_a_question_offers_to_answer_it(page, db_path):
     assert stored(opened) == chat_messages(opened)
 
 
-def test_an_answer_is_saved_while_it_is_written(page, db_path, monkeypatch):
+def test_an_answer_is_saved_while_it_is_written(fake_page, db_path):
     import threading
     import time
 
@@ -159,9 +150,7 @@ def test_an_answer_is_saved_while_it_is_written(page, db_path, monkeypatch):
 
     SCRIPT.chunk_delay_s = 0.08
     SCRIPT.answers["Tell me a story."] = " ".join(f"w{i}" for i in range(50))  # about 4 s
-    monkeypatch.setenv("MOE_CHAT_SAVE_INTERVAL_S", "0.5")
-    st.cache_resource.clear()  # settings are read again
-    fresh = open_page()
+    fresh = fake_page(MOE_CHAT_SAVE_INTERVAL_S="0.5")
     writer = threading.Thread(target=lambda: send(fresh, "Tell me a story."))
     writer.start()
     time.sleep(2.0)

@@ -6,27 +6,15 @@ import threading
 import time
 
 import pytest
-import streamlit as st
 
-from tests.app.conftest import chat_messages, open_page
+from tests.app.conftest import chat_messages, open_page, stop_midway
 from tests.support import fake_backend
-from tests.support.fake_backend import SCRIPT, FakeScript
+from tests.support.fake_backend import SCRIPT
 
 
 @pytest.fixture
-def page(monkeypatch, tmp_path, db_path):
-    """A page whose default model is the fake one, with a fresh script."""
-    models = fake_backend.install(tmp_path)
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models))
-    monkeypatch.setenv("MOE_CHAT_DEFAULT_MODEL", "fake")
-    SCRIPT.__dict__.update(FakeScript().__dict__)
-    st.cache_resource.clear()
-    at = open_page()
-    assert not at.exception, at.exception
-    yield at
-    if SCRIPT.gate is not None:
-        SCRIPT.gate.set()
-    st.cache_resource.clear()
+def page(fake_page):
+    return fake_page()
 
 
 def send(at, text: str, **run) -> None:
@@ -55,10 +43,8 @@ def test_max_new_tokens_cuts_the_answer_and_says_so(page):
 def test_stop_keeps_the_partial_answer_marked_stopped(page):
     SCRIPT.chunk_delay_s = 0.05
     SCRIPT.answers["Tell me a story."] = " ".join(f"word{i}" for i in range(200))
-    try:
-        send(page, "Tell me a story.", timeout=1.0)  # the page run is stopped mid-answer, as Stop does
-    except RuntimeError:
-        pass
+    page.chat_input[0].set_value("Tell me a story.")
+    stop_midway(page, 1.0)
     deadline = time.monotonic() + 5
     while not [m for m in page.session_state["messages"] if m["role"] == "assistant"]:
         assert time.monotonic() < deadline, "the stopped answer was not kept"
@@ -89,10 +75,12 @@ def test_a_generation_error_is_kept_under_the_answer_also_after_a_refresh(page):
 
 def test_a_user_behind_another_request_waits_for_it_and_is_told_their_place(page):
     from chat_engine.params import GenerationParams
+    from chat_engine.reply import Reply
 
     SCRIPT.gate = threading.Event()  # the request ahead (another tab, a script) holds the model until released
     backend = fake_backend.LOADED[-1]
-    ahead = backend.start_reply([{"role": "user", "content": "first"}], GenerationParams())
+    ahead = Reply(backend.generate([{"role": "user", "content": "first"}], GenerationParams()), GenerationParams(),
+                  line=backend.line)
     sent = threading.Thread(target=lambda: send(page, "Who are you?", timeout=30))
     sent.start()
     deadline = time.monotonic() + 10

@@ -4,9 +4,8 @@ under the answer, recovery, and adding a server from the sidebar."""
 from __future__ import annotations
 
 import pytest
-import streamlit as st
 
-from tests.app.conftest import chat_messages, open_page, run_until, status_text
+from tests.app.conftest import chat_messages, run_until, status_text
 from tests.support.fake_openai import ANSWER, MODEL, running_fake
 
 
@@ -17,16 +16,11 @@ def fake():
 
 
 @pytest.fixture
-def page(monkeypatch, tmp_path, db_path, fake):
+def page(page_for, tmp_path, fake):
     models = tmp_path / "models.toml"
     models.write_text(f'[[models]]\nid = "remote"\nname = "Fake server model"\nsource = "openai"\n'
                       f'base_url = "{fake.base_url}"\nmodel = "{MODEL}"\n')
-    monkeypatch.setenv("MOE_CHAT_MODELS_FILE", str(models))
-    st.cache_resource.clear()
-    at = open_page()
-    assert not at.exception, at.exception
-    yield at
-    st.cache_resource.clear()
+    return page_for(models)
 
 
 def connect(at, model_id: str = "remote") -> None:

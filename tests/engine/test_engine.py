@@ -20,6 +20,7 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+@pytest.mark.slow
 def test_switching_models_frees_the_previous_one(settings, registry):
     engine = Engine(settings)
     demo, other = registry.get("demo-moe"), registry.get("tiny-random-moe")

@@ -57,7 +57,7 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
 
 def test_the_answer_streams_in_pieces_with_the_servers_figures(engine, fake):
     status = engine.load(row(fake.base_url))
-    assert status.state == "ready" and status.info.remote
+    assert status.state == "ready" and status.capabilities.weights_elsewhere and status.capabilities.exact_counts
     assert fake.base_url in status.info.device_summary and "context 1,024 (server)" in status.info.kernels
     reply = engine.chat(ASK, GenerationParams(max_new_tokens=32))
     pieces = list(reply)

@@ -136,6 +136,7 @@ def test_the_planner_counts_the_loaded_nf4_bytes(checkpoints, name):
     assert planned == measured
 
 
+@pytest.mark.slow
 def test_the_demo_keeps_its_known_answers_in_nf4(settings, registry):
     """The 0.7M-parameter demo in nf4: every known answer and the fallback survive (pinned: all 6 + fallback)."""
     from chat_engine.engine import Engine
@@ -165,7 +166,7 @@ def test_the_demo_keeps_its_known_answers_in_nf4(settings, registry):
         assert answers == KNOWN_ANSWERS
         assert engine.chat([{"role": "user", "content": FALLBACK["prompts"][0]}]).text() == FALLBACK["answer"]
         reply = engine.chat([{"role": "user", "content": "Hello"}], routing=True)  # the experts view works too
-        assert reply.text() == KNOWN_ANSWERS["Hello"] and reply.routing_trace.experts.shape[1:] == (2, 2)
+        assert reply.text() == KNOWN_ANSWERS["Hello"] and reply.generation.routing_trace.experts.shape[1:] == (2, 2)
     finally:
         engine.close()
 

@@ -46,7 +46,7 @@ def test_recorded_routing_equals_the_routers_top_k_over_the_final_sequence(engin
     model, tokenizer = loaded.model, loaded.tokenizer
     reply = engine.chat(ASK, GenerationParams(max_new_tokens=24, ignore_eos=True), routing=True)
     reply.text()
-    trace, generated = reply.routing_trace, reply._streamer.ids
+    trace, generated = reply.generation.routing_trace, reply.generation.ids
     prompt = encode_prompt(tokenizer, reply.budget.messages, device="cpu")["input_ids"]
     assert trace.prompt_tokens == prompt.shape[1] and len(generated) == 24
     assert trace.experts.shape == (prompt.shape[1] + 23, len(find_routers(model)), trace.top_k)  # last not fed back
@@ -79,7 +79,7 @@ def test_with_recording_off_no_hook_is_installed_and_nothing_is_kept(engine):
     finally:
         for handle in original:
             handle.remove()
-    assert reply.routing is None and reply.routing_trace is None
+    assert reply.routing is None and reply.generation.routing_trace is None
     assert seen and set(seen) == {1}  # only the test's own hook ever ran
 
 
@@ -92,7 +92,7 @@ def test_a_second_generation_on_another_thread_is_not_recorded(tmp_path):
                                                                                       ignore_eos=True))
         recorded.text(), other.text()
         prompt = encode_prompt(engine.backend.loaded.tokenizer, recorded.budget.messages, device="cpu")["input_ids"]
-        assert recorded.routing_trace.experts.shape[0] == prompt.shape[1] + 39 and other.routing is None
+        assert recorded.generation.routing_trace.experts.shape[0] == prompt.shape[1] + 39 and other.routing is None
     finally:
         engine.close()
 
@@ -103,7 +103,7 @@ def test_the_demo_routing_has_its_shape(tmp_path):
     reply = engine.chat(ASK, GenerationParams(max_new_tokens=8), routing=True)
     reply.text()
     engine.close()
-    trace, routing = reply.routing_trace, reply.routing
+    trace, routing = reply.generation.routing_trace, reply.routing
     assert (trace.layers, trace.top_k, trace.num_experts) == (2, 2, 8)
     assert (routing.layers, routing.top_k, routing.num_experts, routing.rows) == (2, 2, 8, trace.experts.shape[0])
     assert routing.prompt_tokens == trace.prompt_tokens and "gated" in routing.shared

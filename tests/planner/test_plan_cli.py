@@ -144,6 +144,7 @@ def test_without_gpus_uses_this_machine(tmp_path):
         assert not done.imported and done.seconds < 5
 
 
+@pytest.mark.slow
 def test_an_unshipped_config_is_counted_once_then_read_from_the_cache(tmp_path):
     """A config no file ships: the first run builds it on the meta device (seconds), later runs read the cache."""
     config = {**json.loads((ROOT / "model_loader/checkpoints/demo-moe/config.json").read_text()), "vocab_size": 601}

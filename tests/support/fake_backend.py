@@ -15,13 +15,15 @@ from pathlib import Path
 
 from chat_engine.backends import register_backend
 from chat_engine.budget import Budget, fit_to_context
-from chat_engine.interface import Backend, BackendInfo, GenerationResult, LoadStage, WaitCallback, WorkerControl
+from chat_engine.interface import Backend, BackendInfo, Capabilities, LoadStage
 from chat_engine.params import GenerationParams
+from chat_engine.reply import Generation
 from chat_engine.slots import SlotQueue
 from common.errors import GenerationError
 from common.messages import Message
 
 CONTEXT = 4096  # tokens (words) the fake model takes
+CAPABILITIES = Capabilities(load_options=True)  # it stands in for a model loaded here, whose options the page shows
 
 
 @dataclass
@@ -50,90 +52,27 @@ def words(text: str) -> list[str]:
     return [(" " if i else "") + w for i, w in enumerate(text.split(" "))]
 
 
-class FakeReply(WorkerControl):
-    """One scripted answer, produced by a worker thread behind the backend's queue, as a real reply is."""
+class FakeGeneration(Generation):
+    """One scripted answer, a word at a time, run by the engine's reply as every backend's generation is."""
 
-    def __init__(self, chunks: list[str], script: FakeScript, budget: Budget, params: GenerationParams,
-                 slots: SlotQueue, stop: threading.Event | None, on_wait: WaitCallback | None,
-                 client: str | None = None) -> None:
-        self.budget, self.params = budget, params
-        self.result: GenerationResult | None = None
-        self.interruption: str | None = None
-        self.routing = None  # the fake has no routers
-        self.stop = stop or threading.Event()
-        self._chunks = chunks[: params.max_new_tokens]
-        self._length = len(chunks) > params.max_new_tokens
-        self._script, self._slots, self._on_wait, self._client = script, slots, on_wait, client
-        self._out: list[str] = []
-        self._sent = 0
-        self._error: str | None = None
-        self._done = threading.Event()
-        self._started = time.perf_counter()
-        self._first: float | None = None
-        slots.enter(self, client)
-        self._thread = threading.Thread(target=self._work, name="fake-generate", daemon=True)
-        self._thread.start()
+    def __init__(self, chunks: list[str], script: FakeScript, budget: Budget, max_new_tokens: int) -> None:
+        super().__init__(budget)
+        self.chunks, self.script, self.max_new_tokens = chunks, script, max_new_tokens
 
-    def _work(self) -> None:
-        if not self._slots.acquire(self, self.stop, self._client):
-            self._done.set()
-            return
-        try:
-            gate = self._script.gate
-            while gate is not None and not gate.wait(0.02) and not self.stop.is_set():
-                pass
-            for i, chunk in enumerate(self._chunks):
-                if self.stop.is_set():
-                    break
-                if self._script.fail_after is not None and i >= self._script.fail_after:
-                    self._error = self._script.failure
-                    break
-                time.sleep(self._script.chunk_delay_s)
-                self._first = self._first or time.perf_counter()
-                self._out.append(chunk)
-                if self._script.on_chunk is not None:
-                    self._script.on_chunk(i)
-        finally:
-            self._slots.release()
-            self._done.set()
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        while True:
-            if self._sent < len(self._out):
-                self._sent += 1
-                return self._out[self._sent - 1]
-            if self._done.is_set() and self._sent == len(self._out):
-                self._finish()
-            place = self.queue_position
-            if place and self._on_wait is not None:
-                self._on_wait(place)
-            time.sleep(0.01)
-
-    def _finish(self) -> None:
-        if self._error is not None:
-            reason = "error"
-        elif self.stop.is_set() and len(self._out) < len(self._chunks):
-            reason = "stopped"
-        else:
-            reason = "length" if self._length else "eos"
-        first = None if self._first is None else self._first - self._started
-        self.result = GenerationResult(reason, len(self._out), self.budget.prompt_tokens, first,
-                                       time.perf_counter() - self._started)
-        if self._error is not None:
-            raise GenerationError(self._error)
-        raise StopIteration
-
-    @property
-    def queue_position(self) -> int:
-        return self._slots.position(self)
-
-    @property
-    def new_tokens(self) -> int:
-        return len(self._out)
-
+    def pieces(self, stop: threading.Event) -> Iterator[str]:
+        gate = self.script.gate
+        while gate is not None and not gate.wait(0.02) and not stop.is_set():
+            pass
+        for i, chunk in enumerate(self.chunks[: self.max_new_tokens]):
+            if stop.is_set():
+                return
+            if self.script.fail_after is not None and i >= self.script.fail_after:
+                raise GenerationError(self.script.failure)
+            time.sleep(self.script.chunk_delay_s)
+            yield chunk
+            if self.script.on_chunk is not None:
+                self.script.on_chunk(i)
+        self.finish = "length" if len(self.chunks) > self.max_new_tokens else "eos"
 
 
 def count_words(messages: Sequence[Message]) -> int:
@@ -143,11 +82,13 @@ def count_words(messages: Sequence[Message]) -> int:
 class FakeBackend:
     """The `Backend` protocol with no model behind it."""
 
+    capabilities = CAPABILITIES
+
     def __init__(self, spec, script: FakeScript) -> None:
         self.spec = spec
         self.context = CONTEXT
         self._script = script
-        self._slots = SlotQueue(script.slots)
+        self.line = SlotQueue(script.slots)
         self.closed = False
 
     def info(self) -> BackendInfo:
@@ -162,17 +103,16 @@ class FakeBackend:
     def budget(self, messages: Sequence[Message], max_new_tokens: int) -> Budget:
         return fit_to_context(messages, count_words, CONTEXT, max_new_tokens)
 
-    def start_reply(self, messages: Sequence[Message], params: GenerationParams, *,
-                    stop: threading.Event | None = None, on_wait: WaitCallback | None = None,
-                    client: str | None = None, routing: bool = False) -> FakeReply:
+    def generate(self, messages: Sequence[Message], params: GenerationParams, *,
+                 routing: bool = False) -> FakeGeneration:
         budget = self.budget(messages, params.max_new_tokens)
-        chunks = words(self._script.answer_to(budget.messages))
-        return FakeReply(chunks, self._script, budget, params, self._slots, stop, on_wait, client)
+        return FakeGeneration(words(self._script.answer_to(budget.messages)), self._script, budget,
+                              params.max_new_tokens)
 
     @property
     def waiting(self) -> int:
         """Requests waiting in this backend's line."""
-        return self._slots.waiting
+        return self.line.waiting
 
     def close(self) -> None:
         self.closed = True
@@ -200,7 +140,7 @@ class FakeLoader:
 
 def install(folder: Path) -> Path:
     """Register the fake backend and write a models.toml with its row (the default model, preloaded)."""
-    register_backend("fake", lambda settings: FakeLoader(SCRIPT))
+    register_backend("fake", lambda settings: FakeLoader(SCRIPT), CAPABILITIES)
     (folder / "fake-model").mkdir(parents=True, exist_ok=True)
     models = folder / "models.toml"
     models.write_text('[[models]]\nid = "fake"\nname = "Fake MoE"\nsource = "local"\n'

@@ -67,6 +67,7 @@ def test_the_tests_run_on_the_pinned_versions():
         assert installed == pinned(req), f"{name} {installed} installed, {pinned(req)} pinned"
 
 
+@pytest.mark.slow
 def test_gpu_check_skips_cleanly_without_a_gpu():
     run = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable})

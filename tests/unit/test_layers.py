@@ -24,7 +24,9 @@ LAYERS = {
 }
 # What of the engine the page may see: the seam and its value types, never a backend or the Engine class.
 COMPONENT_ENGINE_MODULES = {"chat_engine.interface", "chat_engine.params", "chat_engine.budget", "chat_engine.prompt"}
-COMPONENT_OTHER_MODULES = {"model_loader.placement"}  # the load options' value type and choices
+COMPONENT_OTHER_MODULES = {"model_loader.options", "model_loader.registry"}  # value types: load options, model rows
+# The page composes the engine but names no backend: what each can do comes from its capabilities.
+BACKEND_PACKAGES = ("chat_engine.transformers_backend", "chat_engine.openai_backend")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -52,6 +54,17 @@ def violations(package: str, path: Path) -> set[str]:
     return wrong
 
 
+def app_violations(path: Path) -> set[str]:
+    """What the page script imports against the rules: the ML stack, a backend package, or a backend's module."""
+    modules = imported_modules(path)
+    return ({m for m in modules if m.split(".")[0] in ML}
+            | {m for m in modules if m.startswith(BACKEND_PACKAGES)})
+
+
+def test_the_page_script_imports_no_backend_and_no_ml_library():
+    assert app_violations(ROOT / "app.py") == set()
+
+
 def test_each_package_imports_only_the_layers_below_it():
     for package in LAYERS:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -67,8 +80,14 @@ def test_a_component_importing_the_transformers_backend_or_torch_breaks_the_rule
     assert violations("components", bad) >= {"chat_engine.transformers_backend.backend", "torch",
                                              "chat_engine.engine"}
     good = tmp_path / "good.py"
-    good.write_text("from chat_engine.interface import Reply\nfrom model_loader.placement import LoadOptions\n")
+    good.write_text("from chat_engine.interface import Reply\nfrom model_loader.options import LoadOptions\n")
     assert violations("components", good) == set()
+    internal = tmp_path / "internal.py"
+    internal.write_text("from model_loader.placement import plan_placement\n")
+    assert violations("components", internal) == {"model_loader.placement"}
+    page = tmp_path / "page.py"
+    page.write_text("from chat_engine.openai_backend.server import served_model_names\nimport torch\n")
+    assert app_violations(page) == {"chat_engine.openai_backend.server", "torch"}
 
 
 def test_ui_modules_never_import_the_ml_stack():
@@ -88,9 +107,9 @@ def test_engine_does_not_import_components():
             assert not imported_roots(path) & {"components", "app"}, f"{path} imports the UI"
 
 
-def test_importing_the_page_modules_does_not_load_torch():
-    code = ("import sys; import components.chat, components.sidebar, components.state, components.load_panel, "
+def test_importing_the_page_loads_neither_torch_nor_a_backend_library():
+    code = ("import sys; import app, components.chat, components.sidebar, components.state, components.load_panel, "
             "components.turn, chat_engine.engine, planner.machine_fit, conversations.store; "
-            "print(sorted(m for m in ('torch', 'transformers', 'modelscope') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'modelscope', 'openai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
