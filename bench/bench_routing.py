@@ -3,7 +3,7 @@
     python bench/bench_routing.py [--tokens 500] [--runs 7] [--quick]
 
 One torch thread; --runs answers of --tokens tokens (ignore_eos) each way, taking turns, through the engine exactly as
-the page asks (the same ChatStream, streamer and hand-overs); median tokens/s of each and their ratio (on / off).
+the page asks (the same reply, streamer and hand-overs); median tokens/s of each and their ratio (on / off).
 With recording off the code path is today's: no hook is installed (checked here). --quick: 2 runs of 60 tokens.
 """
 

@@ -42,7 +42,8 @@ def python_check(facts: MachineFacts) -> Iterator[Check]:
 def torch_check(facts: MachineFacts) -> Iterator[Check]:
     torch = facts.devices.torch
     if torch.version is None:
-        yield Check("fail", "torch", "not installed", "pip install -r requirements.txt (README: which build)")
+        yield Check("fail", "torch", "not installed",
+                    "pip install -r requirements.txt (docs/gpus-and-memory.md: which torch)")
     elif torch.cuda is None:
         yield Check("ok", "torch", f"{torch.version}, a CPU-only build")
     else:
@@ -98,8 +99,8 @@ def _capabilities(facts: MachineFacts) -> list[tuple[int, str, tuple[int, int] |
 def flash_attn_check(facts: MachineFacts) -> Iterator[Check]:
     flash, torch = facts.flash_attn, facts.devices.torch
     if flash.version is None:
-        yield Check("ok", "flash-attn", "not installed: attention runs on PyTorch's sdpa (optional; README: "
-                    "flash-attn)")
+        yield Check("ok", "flash-attn", "not installed: attention runs on PyTorch's sdpa (optional; "
+                    "docs/gpus-and-memory.md: flash-attn)")
         return
     old = [(i, name, cap) for i, name, cap in _capabilities(facts) if cap is not None and cap < FLASH_CAPABILITY]
     if old:
@@ -111,8 +112,8 @@ def flash_attn_check(facts: MachineFacts) -> Iterator[Check]:
         py = ".".join(map(str, facts.python[:2]))
         yield Check("warn", "flash-attn", f"{flash.version} installed but does not import ({flash.error})",
                     f"install the wheel built for torch {short_version(torch.version or '?')}, CUDA "
-                    f"{torch.cuda or '?'} and Python {py} (README: flash-attn), or pip uninstall flash-attn; "
-                    "the app uses sdpa meanwhile")
+                    f"{torch.cuda or '?'} and Python {py} (docs/gpus-and-memory.md: flash-attn), or pip uninstall "
+                    "flash-attn; the app uses sdpa meanwhile")
     elif not facts.devices.gpus:
         yield Check("warn", "flash-attn", f"{flash.version} installed, unused: no GPU torch can use")
     else:

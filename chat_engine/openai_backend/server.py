@@ -159,8 +159,8 @@ def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_
         return GenerationError(f"The server name in {where} could not be resolved (DNS). Check the address for a "
                                "typo, or use the server's IP address.")
     if any(isinstance(c, ConnectionRefusedError) or "connection refused" in str(c).lower() for c in causes):
-        return GenerationError(f"Connection refused by {where}: no server is listening there. Start it (see the "
-                               "README, \"When one box is not enough\"), or check the port.")
+        return GenerationError(f"Connection refused by {where}: no server is listening there. Start it (see "
+                               "docs/remote-servers.md), or check the port.")
     if any(isinstance(c, httpx2.RemoteProtocolError | httpx2.ReadError) for c in causes):
         return GenerationError(f"The server at {where} closed the connection in the middle of the answer: it may have "
                                "crashed or been restarted. What arrived is kept; ask again once it is back.")
