@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_engine.prompt import Message, _require_template, check_messages, template_messages
-from common.errors import ContextOverflowError, InvalidParameterError, MoEChatError  # noqa: F401 - raised here, imported from here
+from common.errors import ContextOverflowError, InvalidParameterError
 
 TokenCounter = Callable[[Sequence[Message]], int]
 

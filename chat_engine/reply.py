@@ -16,7 +16,7 @@ from chat_engine.budget import Budget
 from chat_engine.interface import FinishReason, GenerationResult, WaitCallback
 from chat_engine.params import GenerationParams
 from chat_engine.slots import SlotQueue
-from common.errors import GenerationError, GenerationTimeout, MoEChatError
+from common.errors import GenerationTimeout, MoEChatError, generation_failed
 from common.routing import Routing
 
 _END = object()
@@ -47,10 +47,7 @@ class Generation:
 
     def translate(self, exc: BaseException) -> MoEChatError:
         """A failure of `pieces` as the domain error the reader gets."""
-        if isinstance(exc, MoEChatError):
-            return exc
-        return GenerationError(f"Generation failed ({type(exc).__name__}: {exc}). The conversation is kept; try "
-                               "again, and reload the model if it keeps failing.")
+        return exc if isinstance(exc, MoEChatError) else generation_failed(exc)
 
     def stall_error(self, seconds: float) -> MoEChatError:
         """What the reader is told when no text came for `seconds`."""

@@ -43,6 +43,12 @@ class GenerationError(MoEChatError):
     """Generation failed part way; the conversation so far is kept."""
 
 
+def generation_failed(exc: BaseException) -> GenerationError:
+    """An unforeseen failure while generating, as the user is told it."""
+    return GenerationError(f"Generation failed ({type(exc).__name__}: {exc}). The conversation is kept; try again, "
+                           "and reload the model if it keeps failing.")
+
+
 class GenerationTimeout(GenerationError):
     """No token arrived within the stall limit."""
 

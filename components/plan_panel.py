@@ -30,16 +30,15 @@ def render(spec: ModelSpec, plan_fit: Callable[..., Any], parse_gpus: Callable[[
     A model whose weights a server holds (`weights_elsewhere`) is planned only for GPUs the user types (the
     server's), and only when its row names a config.
     """
-    remote = weights_elsewhere
     with st.expander("Will it fit?", expanded=False):
-        if remote and spec.config is None:
+        if weights_elsewhere and spec.config is None:
             st.caption("Does not apply: the server holds this model's weights, and its row names no config to plan "
                        "from (add config = \"<copy of its config.json>\" to plan it for the server's GPUs).")
             return None
         gpus_text = st.text_input("Plan for GPUs", key="plan_gpus",
-                                  placeholder="the server's GPUs, e.g. 2x24GiB" if remote
+                                  placeholder="the server's GPUs, e.g. 2x24GiB" if weights_elsewhere
                                   else "this machine (or e.g. 2x24GiB)")
-        if remote and not gpus_text.strip():
+        if weights_elsewhere and not gpus_text.strip():
             st.caption("Type the server's GPUs to plan this model for them.")
             return None
         left, right = st.columns(2)

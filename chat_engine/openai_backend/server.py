@@ -103,6 +103,12 @@ def flavour(models: list[ServedModel], stated: str) -> str:
     return "openai"
 
 
+def server_stalled(where: str, seconds: float) -> GenerationTimeout:
+    """A server that sent nothing (no byte, or no text) for `seconds`."""
+    return GenerationTimeout(f"The server at {where} sent nothing for {seconds:.0f} s, so the answer was stopped. "
+                             "It may be overloaded or stuck: check its log, then try again.")
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -151,8 +157,7 @@ def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_
         return GenerationError(f"The server at {where} did not accept a connection within {connect_s:.0f} s. Check "
                                "the address and that nothing (a firewall, a tunnel that closed) is in the way.")
     if any(isinstance(c, httpx2.ReadTimeout | httpx2.WriteTimeout | httpx2.PoolTimeout) for c in causes):
-        return GenerationTimeout(f"The server at {where} sent nothing for {stall_s:.0f} s, so the answer was stopped. "
-                                 "It may be overloaded or stuck: check its log, then try again.")
+        return server_stalled(where, stall_s)
     if any(isinstance(c, socket.gaierror) for c in causes) or any(
             "name or service not known" in str(c).lower() or "name resolution" in str(c).lower()
             or "nodename nor servname" in str(c).lower() for c in causes):

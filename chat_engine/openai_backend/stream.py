@@ -14,8 +14,9 @@ import openai
 
 from chat_engine.budget import Budget
 from chat_engine.interface import FinishReason
+from chat_engine.openai_backend.server import server_stalled
 from chat_engine.reply import Generation
-from common.errors import GenerationTimeout, MoEChatError
+from common.errors import MoEChatError
 
 _REASONS: dict[str, FinishReason] = {"stop": "eos", "length": "length"}
 
@@ -36,8 +37,7 @@ class RemoteGeneration(Generation):
         return self._translate(exc)
 
     def stall_error(self, seconds: float) -> MoEChatError:
-        return GenerationTimeout(f"The server at {self._where} sent nothing for {seconds:.0f} s, so the answer was "
-                                 "stopped. It may be overloaded or stuck: check its log, then try again.")
+        return server_stalled(self._where, seconds)
 
     def pieces(self, stop: threading.Event) -> Iterator[str]:
         try:

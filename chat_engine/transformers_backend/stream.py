@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from chat_engine.budget import Budget
 from chat_engine.reply import Generation
-from common.errors import GenerationError, MoEChatError
+from common.errors import GenerationError, MoEChatError, generation_failed
 
 if TYPE_CHECKING:
     from chat_engine.transformers_backend.routing import RoutingTrace
@@ -100,8 +100,7 @@ def translate_error(exc: BaseException) -> MoEChatError:
         return GenerationError("Out of GPU memory while generating. The conversation is kept: lower "
                                "'max new tokens', start a new chat with less history, or load the model "
                                "with more GPUs or 8-bit/4-bit weights.")
-    return GenerationError(f"Generation failed ({type(exc).__name__}: {exc}). The conversation is kept; "
-                           "try again, and reload the model if it keeps failing.")
+    return generation_failed(exc)
 
 
 class InProcessGeneration(Generation):
