@@ -29,7 +29,7 @@ from model_loader.devices import DeviceFacts, probe_devices
 from model_loader.disk import disk_room
 from model_loader.memory import snapshot
 from model_loader.placement import offload_folder, plan_placement
-from model_loader.registry import ModelSpec, Registry, load_registry
+from model_loader.registry import ModelSpec, Registry, checked_server_url, load_registry
 from planner.machine_fit import fit_for, gpu_sizes
 from web.config import app_settings
 
@@ -61,7 +61,7 @@ def current_registry(settings: Settings) -> Registry:
     the model servers it added."""
     registry = load_registry(settings.models_file)
     for server in st.session_state.get(state.SERVERS, []):
-        registry, _ = registry.with_server(*server)
+        registry, _ = registry.with_server(*server, allowed_hosts=settings.allowed_server_hosts())
     kept = []
     for folder in st.session_state.get(state.LOCAL_FOLDERS, []):
         try:
@@ -97,14 +97,16 @@ def model_sidebar(engine: Engine, registry: Registry, settings: Settings, device
     job = engine.job()
     sidebar.render_gpu_problem(devices.cuda_problem)
 
-    def list_served(url: str, key_env: str) -> list[str]:
-        return engine.served_models(url, registry.checked_key_env(key_env) or "")
+    def list_served(address: str, key_env: str) -> list[str]:
+        url = checked_server_url(address, settings.allowed_server_hosts())
+        return engine.served_models(url, registry.checked_key_env(key_env, url) or "")
 
     choice = sidebar.render_model_picker(registry, engine.status(), engine.capabilities,
                                          busy=job is not None and job.running,
                                          list_served=list_served if settings.add_servers == "on" else None)
     if choice.added_server:
-        add_row(state.SERVERS, choice.added_server, lambda: registry.with_server(*choice.added_server))
+        add_row(state.SERVERS, choice.added_server,
+                lambda: registry.with_server(*choice.added_server, allowed_hosts=settings.allowed_server_hosts()))
     if choice.added_folder:
         add_row(state.LOCAL_FOLDERS, choice.added_folder,
                 lambda: registry.with_local_folder(choice.added_folder, settings.allowed_model_roots()))
@@ -168,7 +170,7 @@ def main() -> None:
     notices.render(registry, status, engine.start_load)
     ctx = turn.TurnContext(status=status, job=engine.job(), params=params, system=system, start_reply=engine.chat,
                            budget=engine.context_budget, owner=get_script_run_ctx().session_id,
-                           client=gate.client_address())
+                           client=gate.line_client(get_script_run_ctx().session_id))
     turn.run(ctx, journal, settings)
 
 
@@ -178,7 +180,12 @@ else:  # `streamlit run app.py` found this module's `app`: the server, whose pag
     from starlette.middleware import Middleware
 
     from web.api import ROUTES
+    from web.connections import PeerAddress, install_request_deadline
     from web.guard import UploadGuard
     from web.startup import lifespan
 
-    app = st.App(__file__, routes=ROUTES, middleware=[Middleware(UploadGuard)], lifespan=lifespan)
+    _server = Settings.from_env()  # the two settings of the connections themselves: environment only
+    install_request_deadline(_server.request_timeout_s)
+    app = st.App(__file__, routes=ROUTES, lifespan=lifespan,
+                 middleware=[Middleware(PeerAddress, trusted=_server.trusted_proxy_networks()),
+                             Middleware(UploadGuard)])

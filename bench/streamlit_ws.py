@@ -56,6 +56,12 @@ class Page:
                 out.append(element.alert.body)
         return out
 
+    def widget(self, kind: str, label: str):
+        """The widget of `kind` (e.g. "text_input", "button") whose label is `label`, or None."""
+        found = [getattr(e, kind) for e in self.elements.values()
+                 if e.WhichOneof("type") == kind and getattr(e, kind).label == label]
+        return found[0] if found else None
+
     def chat_input(self):
         found = [e.chat_input for e in self.elements.values() if e.WhichOneof("type") == "chat_input"]
         return found[0] if found else None
@@ -72,19 +78,36 @@ class Session:
         self._reader = asyncio.create_task(self._read())
         self.on_delta: Callable[[Page], None] | None = None
         self.session_id: str | None = None  # the server's id for this tab, as it told the browser
+        self._runs = 0  # script runs finished so far
 
     @classmethod
-    async def open(cls, url: str, timeout_s: float = 120.0, source: str | None = None) -> Session:
-        """A new tab; `source` is the loopback address it connects from (127.0.0.2: another client, to the server)."""
+    async def open(cls, url: str, timeout_s: float = 120.0, source: str | None = None,
+                   headers: dict[str, str] | None = None,
+                   ready: Callable[[Page], bool] | None = None) -> Session:
+        """A new tab; `source` is the loopback address it connects from (127.0.0.2: another client, to the server);
+        `headers` go with the websocket's handshake; it is open once `ready(page)` (default: the message box)."""
         parts = urlsplit(url)
-        extra = {"local_addr": (source, 0)} if source else {}
+        extra: dict = {"local_addr": (source, 0)} if source else {}
+        if headers:
+            extra["additional_headers"] = headers
         ws = await connect(f"ws://{parts.netloc}/_stcore/stream", subprotocols=["streamlit"], max_size=None,
                            open_timeout=timeout_s, **extra)
         session = cls(ws)
         await session._rerun([])
-        await session.wait_for(lambda page: page.chat_input() is not None and not page.chat_input().disabled,
-                               timeout_s)
+        await session.wait_for(ready or (lambda page: page.chat_input() is not None
+                                         and not page.chat_input().disabled), timeout_s)
         return session
+
+    async def give_password(self, password: str, timeout_s: float = 60.0) -> Page:
+        """Type `password` in the page's password form and press Enter; the page drawn after it."""
+        field_ = self.last.widget("text_input", "Password")
+        enter = self.last.widget("button", "Enter")
+        if field_ is None or enter is None:
+            raise RuntimeError("the page shows no password form")
+        runs = self._runs
+        await self._rerun([WidgetState(id=field_.id, string_value=password),
+                           WidgetState(id=enter.id, trigger_value=True)])
+        return await self.wait_for(lambda page: self._runs > runs, timeout_s)
 
     async def _rerun(self, widgets: list[WidgetState]) -> None:
         msg = BackMsg(rerun_script=ClientState(query_string="", widget_states=WidgetStates(widgets=widgets)))
@@ -111,6 +134,7 @@ class Session:
                     ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):
                 async with self._finished:
                     self.last = self.page
+                    self._runs += 1
                     self._finished.notify_all()
 
     async def wait_for(self, done: Callable[[Page], bool], timeout_s: float) -> Page:

@@ -15,6 +15,9 @@ TokenCounter = Callable[[Sequence[Message]], int]
 CONFIG_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 # transformers fills `model_max_length` with int(1e30) when a tokenizer states no limit; nothing real is this long.
 SANE_TOKENIZER_LIMIT = 10_000_000
+# No token of these models' tokenizers is longer (bar long runs of spaces): text longer than this many characters a
+# token cannot be that many tokens. A bound for refusing or cutting what could never fit, never an estimate.
+MAX_CHARS_PER_TOKEN = 16
 # Used only when neither the config nor the tokenizer states a window: small enough to be safe for any model.
 FALLBACK_CONTEXT = 2048
 

@@ -35,6 +35,7 @@ class Generation:
     new_tokens: int | None = None  # the backend's own count so far, else one per piece
     finish: FinishReason | None = None  # "eos" or "length" when the backend knows why the model stopped
     routing: Routing | None = None  # which experts each token used, when recorded
+    note: str | None = None  # what the reader should know about how it ended (the app cut it off), if anything
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget  # the messages as cut to the context
@@ -197,6 +198,11 @@ class Reply:
         """Tokens generated so far (the backend's count where it has one, else one per piece of text)."""
         counted = self.generation.new_tokens
         return counted if counted is not None else self._pieces
+
+    @property
+    def note(self) -> str | None:
+        """Why it ended, when that was not the model or its reader: someone else stopped it, or the app cut it."""
+        return self.interruption or self.generation.note
 
     def text(self) -> str:
         """Consume the rest of the answer and return it whole."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,18 @@ class Settings:
     memory_refresh_s: float = 2.0
     add_servers: str = "on"  # "off" hides "Add a model server" (page users then reach only the rows of models.toml)
     model_roots: str = ""  # folders (os.pathsep-separated) under which "Add a local model folder" accepts one
+    trusted_proxies: str = ""  # addresses (comma-separated, CIDR allowed) whose X-Forwarded-For is believed; none
+    request_timeout_s: float = 20.0  # a connection that has not sent a whole request (headers, body) in this is closed
+    server_hosts: str = ""  # hosts (comma-separated) "Add a model server" may reach; empty: any
+
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """MOE_CHAT_TRUSTED_PROXIES as networks (a bare address is a network of one)."""
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in self.trusted_proxies.split(",") if part.strip())
+
+    def allowed_server_hosts(self) -> tuple[str, ...]:
+        """MOE_CHAT_SERVER_HOSTS: the hosts "Add a model server" may reach (empty: any)."""
+        return tuple(part.strip().lower() for part in self.server_hosts.split(",") if part.strip())
 
     def allowed_model_roots(self) -> tuple[Path, ...]:
         """Where local model folders may be added from: the setting, else the cache dir and the home folder."""
@@ -104,6 +117,11 @@ class Settings:
         settings = cls(**kwargs)
         if settings.device not in ("auto", "cpu", "cuda"):
             raise MoEChatError(f"{_PREFIX}DEVICE must be auto, cpu or cuda, not {settings.device!r}.")
+        try:
+            settings.trusted_proxy_networks()
+        except ValueError as exc:
+            raise MoEChatError(f"{_PREFIX}TRUSTED_PROXIES={settings.trusted_proxies!r}: {exc}. Give addresses or "
+                               "networks separated by commas, e.g. 10.0.0.2,192.168.1.0/24.") from None
         if settings.add_servers not in ("on", "off"):
             raise MoEChatError(f"{_PREFIX}ADD_SERVERS must be on or off, not {settings.add_servers!r}.")
         return settings

@@ -31,7 +31,7 @@ def answer_stats(reply: Reply | None, reason: str, params: GenerationParams, err
     return AnswerStats(
         finish_reason=reason, tokens=result.new_tokens if result else (reply.new_tokens if reply else 0),
         ttft_s=result.time_to_first_token_s if result else None, tokens_per_s=result.tokens_per_s if result else None,
-        sampling=sampling_text(used), note=reply.interruption if reply is not None else None, error=error,
+        sampling=sampling_text(used), note=reply.note if reply is not None else None, error=error,
         queue_place=queue_place,
         routing=reply.routing.to_dict() if result is not None and reply is not None and reply.routing else None)
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from common.errors import MoEChatError
 from components import routing_view, state
-from components.markdown import escape_dollars
+from components.markdown import chat_markdown
 from components.throttle import coalesce
 from conversations.records import AnswerStats
 
@@ -87,7 +87,7 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
             if i == last_user and actions and st.session_state.get(state.EDITING):
                 edited = _edit_box(message["content"])
                 continue
-            st.markdown(escape_dollars(message["content"]))
+            st.markdown(chat_markdown(message["content"]))
             stats = message.get("stats")
             if stats is not None:
                 st.caption(stats_line(stats))
@@ -139,12 +139,12 @@ def stream_reply(chunks: Iterable[str], interval_s: float,
         try:
             for piece in coalesce(chunks, interval_s):
                 parts.append(piece)
-                placeholder.markdown(escape_dollars("".join(parts)) + CURSOR)
+                placeholder.markdown(chat_markdown("".join(parts)) + CURSOR)
                 if on_progress is not None:
                     on_progress("".join(parts))
         except MoEChatError as exc:
             error = str(exc)
-        placeholder.markdown(escape_dollars("".join(parts)))  # drawing can be interrupted too: still inside
+        placeholder.markdown(chat_markdown("".join(parts)))  # drawing can be interrupted too: still inside
         stop.empty()
     except BaseException:  # Streamlit stops or reruns the script by raising inside it
         if on_interrupt is not None:

@@ -1,4 +1,6 @@
-"""Markdown as a chat shows it: a lone `$` (prices, shell variables) is text, `$$...$$` is still math."""
+"""Markdown as a chat shows it: a lone `$` (prices, shell variables) is text, `$$...$$` is still math, and an
+image is a link to click rather than something every reader's browser fetches (an answer from a model server, or
+a message of another user, must not make a reader's browser call an address someone chose)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,21 @@ _CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.DOTALL)
 _LONE_DOLLAR = re.compile(r"(?<![\\$])\$(?!\$)")
 
 
+_IMAGE = re.compile(r"(?<!\\)!\[")
+
+
 def escape_dollars(text: str) -> str:
     """Escape every `$` that is not part of `$$` and not inside code."""
     parts = _CODE.split(text)
     # split() with one capture group alternates: text, code, text, code, ...
     return "".join(part if i % 2 else _LONE_DOLLAR.sub(r"\\$", part) for i, part in enumerate(parts))
+
+
+def chat_markdown(text: str) -> str:
+    """A chat message as it is drawn: `escape_dollars`, and every image outside code (`![alt](url)`,
+    `![alt][ref]`) turned into a link, "[🖼 alt](url)", that loads nothing until it is clicked."""
+    parts = _CODE.split(escape_dollars(text))
+    return "".join(part if i % 2 else _IMAGE.sub("[🖼 ", part) for i, part in enumerate(parts))
 
 
 # Bidirectional controls (embeddings, overrides, isolates, marks) reorder what follows them on screen.

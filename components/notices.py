@@ -8,12 +8,17 @@ from typing import Any
 import streamlit as st
 
 from components import chat, state
+from components.markdown import plain
+from model_loader.registry import ADDED_SERVER_PREFIX
 
 
 def render(registry: Any, status: Any, start_load: Callable[[Any], Any]) -> None:
     """The loaded model's banner, a notice left by the last run, and an offer to switch to a conversation's model."""
     ready = status.state == "ready" and status.model_id in registry.ids
     chat.render_model_banner(registry.get(status.model_id) if ready else None)
+    if status.state == "ready" and str(status.model_id or "").startswith(ADDED_SERVER_PREFIX):
+        st.warning(f"Answers come from a model server a user of this page connected: {plain(status.info.server)}. "
+                   "Your messages, with this conversation, are sent there.", icon=":material/dns:")
     notice = st.session_state.get(state.NOTICE)
     if notice:
         st.session_state[state.NOTICE] = None

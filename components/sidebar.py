@@ -12,7 +12,8 @@ from chat_engine.interface import Capabilities, EngineStatus
 from common.errors import MoEChatError
 from common.units import gb, gib, params_b
 from components import state
-from model_loader.registry import ModelSpec, Registry
+from components.markdown import plain
+from model_loader.registry import ADDED_SERVER_PREFIX, ModelSpec, Registry
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,19 @@ def render_model_picker(registry: Registry, status: EngineStatus, capabilities_o
     elif spec.notes:
         st.caption(spec.notes)
     is_loaded = status.state == "ready" and status.model_id == spec.id
+    elsewhere = capabilities_of(spec).weights_elsewhere
+    agreed = True
+    if elsewhere and not is_loaded:  # the engine is shared: connecting sends everyone's next messages there
+        st.caption(f"Connecting switches the model for everyone using this app: every user's next messages, with "
+                   f"their conversations, go to {plain(spec.base_url or '?')}.")
+        if spec.id.startswith(ADDED_SERVER_PREFIX):
+            agreed = st.checkbox("Send everyone's chats to this server", key="agree_connect")
     left, right = st.columns(2)
-    if capabilities_of(spec).weights_elsewhere:
+    if elsewhere:
         label = "Reconnect" if is_loaded else "Connect"
     else:
         label = "Reload" if is_loaded else ("Switch" if status.state == "ready" else "Load")
-    load = left.button(label, key="load_model", disabled=busy or status.state == "loading",
+    load = left.button(label, key="load_model", disabled=busy or status.state == "loading" or not agreed,
                        type="secondary" if is_loaded else "primary", width="stretch",
                        help="Reload applies changed load options" if is_loaded else None)
     unload = right.button("Unload", key="unload_model", disabled=status.state != "ready",
@@ -80,7 +88,7 @@ def render_model_picker(registry: Registry, status: EngineStatus, capabilities_o
         if st.button("Add folder", key="add_local_folder") and folder.strip():
             added = folder.strip()
     server = _add_server(list_served) if list_served is not None else None
-    return ModelChoice(spec=spec, load=load, unload=unload, added_folder=added, added_server=server)
+    return ModelChoice(spec=spec, load=load and agreed, unload=unload, added_folder=added, added_server=server)
 
 
 def _add_server(list_served: Callable[[str, str], list[str]]) -> tuple[str, str, str] | None:

@@ -18,7 +18,7 @@ from common.settings import Settings
 from components import chat, state
 from components.answer_writer import AnswerWriter
 from components.journal import Journal
-from components.markdown import escape_dollars
+from components.markdown import chat_markdown
 
 History = list[dict[str, Any]]  # the page's messages: role, content and, on answers, their stats
 
@@ -169,7 +169,7 @@ def _ask(ctx: TurnContext, journal: Journal, messages: History, prompt: str) -> 
         return False
     messages.append({"role": "user", "content": prompt})
     with st.chat_message("user"):
-        st.markdown(escape_dollars(prompt))
+        st.markdown(chat_markdown(prompt))
     return True
 
 

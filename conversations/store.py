@@ -23,6 +23,25 @@ TITLE_LENGTH = 60
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process holding the file before giving up
 CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, updated_at, revision"
 MESSAGE_COLUMNS = "role, content, stats, partial, created_at"
+# A message holds at most this much text: a 32k-token answer is about 130k characters. Longer text (from a server
+# that never stopped) is cut when written, and cut when read from a database written before this limit, so no
+# conversation ever takes longer to open than one at the limit.
+MAX_MESSAGE_CHARS = 262_144
+# Only a message of over MAX_MESSAGE_CHARS bytes is cut as it is read (SQLite's substr and length stop at a NUL,
+# which an ordinary message may hold: it is read whole).
+_READ_COLUMNS = ("role, CASE WHEN length(CAST(content AS BLOB)) > :cap THEN substr(content, 1, :cap + 1) ELSE content "
+                 "END, CASE WHEN length(CAST(content AS BLOB)) > :cap THEN length(content) END, stats, partial, "
+                 "created_at")
+
+
+def kept_text(content: str, length: int | None = None) -> str:
+    """`content` cut to MAX_MESSAGE_CHARS with a line saying so (`length`: the whole text's, when only the start
+    was read)."""
+    length = len(content) if length is None else length
+    if length <= MAX_MESSAGE_CHARS:
+        return content
+    return (content[:MAX_MESSAGE_CHARS] + f"\n\n[{length - MAX_MESSAGE_CHARS:,} more characters were not kept: a "
+            f"message holds at most {MAX_MESSAGE_CHARS:,}.]")
 
 
 
@@ -56,8 +75,9 @@ def _check_message(role: str, content: str) -> None:
 
 
 def _message(row: tuple) -> StoredMessage:
-    role, content, stats, partial, created_at = row
-    return StoredMessage(role, content, json.loads(stats) if stats is not None else None, bool(partial), created_at)
+    role, content, length, stats, partial, created_at = row
+    return StoredMessage(role, kept_text(content, length), json.loads(stats) if stats is not None else None,
+                         bool(partial), created_at)
 
 
 class ConversationStore:
@@ -206,8 +226,8 @@ class ConversationStore:
             row = conn.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
             if row is None:
                 return None
-            messages = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
-                                    "ORDER BY position", (conv_id,)).fetchall()
+            messages = conn.execute(f"SELECT {_READ_COLUMNS} FROM messages WHERE conversation_id = :id "
+                                    "ORDER BY position", {"cap": MAX_MESSAGE_CHARS, "id": conv_id}).fetchall()
         conv_id, title, model_id, system_prompt, params, created_at, updated_at, revision = row
         return Conversation(conv_id, title, model_id, system_prompt, json.loads(params), created_at, updated_at,
                             tuple(_message(m) for m in messages), revision)
@@ -227,6 +247,7 @@ class ConversationStore:
         With `expect_revision`, only if nobody changed the conversation's messages since that revision
         (StaleConversationError otherwise); each add or truncate moves the revision on by one."""
         _check_message(role, content)
+        content = kept_text(content)
         stats_json = _to_json(stats, "stats")
         now = time.time() if created_at is None else created_at
         with self._transaction(write=True) as conn:
@@ -250,6 +271,7 @@ class ConversationStore:
         only the very row that was added then (not one that took its place after another tab cut the end off)."""
         if not isinstance(content, str):
             raise StoreError(f"Message content must be text; got {type(content).__name__}.")
+        content = kept_text(content)
         stats_json = _to_json(stats, "stats")
         with self._transaction(write=True) as conn:
             self._title_state(conn, conv_id)

@@ -108,31 +108,70 @@ class Registry:
             return self, self.get(spec.id)
         return Registry(self.specs + (spec,)), spec
 
-    def checked_key_env(self, name: str | None) -> str | None:
-        """A key variable typed in the sidebar, if a page user may have it sent to a server: one a row of the
-        models files names, or one named MOE_CHAT_SERVER_KEY_*. Any other (MOE_CHAT_API_KEY, HF_TOKEN, cloud
-        credentials) could be sent to any address a page user types."""
+    def checked_key_env(self, name: str | None, base_url: str) -> str | None:
+        """A key variable typed in the sidebar for the server at `base_url`, if a page user may have it sent there:
+        one named MOE_CHAT_SERVER_KEY_*, or one a row of the models files names for that very server (its scheme,
+        host and port). Any other (MOE_CHAT_API_KEY, HF_TOKEN, cloud credentials, another row's key) could be sent
+        to any address a page user types."""
         key_env = (name or "").strip() or None
         if key_env is None:
             return None
         if not _ENV_NAME.fullmatch(key_env):
             raise RegistryError(f"{key_env[:80]!r} is not an environment variable name: give the NAME of the "
                                 "variable holding the key (e.g. MOE_CHAT_SERVER_KEY_VLLM), never the key itself.")
-        if not key_env.startswith(SIDEBAR_KEY_PREFIX) and key_env not in {s.api_key_env for s in self.specs}:
-            raise RegistryError(f"From the sidebar, a key may come only from a variable named {SIDEBAR_KEY_PREFIX}"
-                                "... or one a row of models.toml names: start the app with "
-                                f"{SIDEBAR_KEY_PREFIX}<NAME>=<the server's key> and give that name.")
-        return key_env
+        if key_env.startswith(SIDEBAR_KEY_PREFIX):
+            return key_env
+        rows = [s for s in self.specs if s.api_key_env == key_env]
+        if any(_origin(s.base_url or "") == _origin(base_url) for s in rows):
+            return key_env
+        if rows:
+            raise RegistryError(f"{key_env} is the key of the server a row of models.toml names, and is sent only "
+                                "there: pick that row instead, or start the app with "
+                                f"{SIDEBAR_KEY_PREFIX}<NAME>=<this server's key> and give that name.")
+        raise RegistryError(f"From the sidebar, a key may come only from a variable named {SIDEBAR_KEY_PREFIX}"
+                            "... or one a row of models.toml names for this server: start the app with "
+                            f"{SIDEBAR_KEY_PREFIX}<NAME>=<the server's key> and give that name.")
 
-    def with_server(self, base_url: str, model: str, api_key_env: str | None = None) -> tuple[Registry, ModelSpec]:
+    def with_server(self, base_url: str, model: str, api_key_env: str | None = None,
+                    allowed_hosts: tuple[str, ...] = ()) -> tuple[Registry, ModelSpec]:
         """Add (or reuse) a row for a model served at `base_url` (picked from its /v1/models in the sidebar)."""
-        url = checked_base_url(base_url)
-        key_env = self.checked_key_env(api_key_env)
-        spec = ModelSpec(id=f"server:{model}@{url}", name=f"{model} (server)", source="openai", backend=SERVER_BACKEND,
-                         base_url=url, model=model, api_key_env=key_env, notes=f"Served by {url}")
+        url = checked_server_url(base_url, allowed_hosts)
+        key_env = self.checked_key_env(api_key_env, url)
+        if not SERVED_MODEL_ID.fullmatch(model or ""):
+            raise RegistryError(f"{(model or '')[:80]!r} is not a model name a server lists.")
+        spec = ModelSpec(id=f"{ADDED_SERVER_PREFIX}{model}@{url}", name=f"{model} (server)", source="openai",
+                         backend=SERVER_BACKEND, base_url=url, model=model, api_key_env=key_env,
+                         notes=f"Served by {url}")
         if spec.id in self.ids:
             return self, self.get(spec.id)
         return Registry(self.specs + (spec,)), spec
+
+
+ADDED_SERVER_PREFIX = "server:"  # the id of a row a page user added from "Add a model server"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(checked_base_url(url) if url else "")
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+# What a served model's id may look like to be shown or used: hub ids, paths, tags (vLLM serves "org/name",
+# "/models/x", "name:tag"). Anything else a scanned service returns (HTML, JSON, control characters) is not shown.
+SERVED_MODEL_ID = re.compile(r"[A-Za-z0-9/_][A-Za-z0-9._:/@+\-]{0,199}")
+
+
+def checked_server_url(text: str, allowed_hosts: tuple[str, ...] = ()) -> str:
+    """`checked_base_url`, and a host MOE_CHAT_SERVER_HOSTS allows (when it names any)."""
+    url = checked_base_url(text)
+    host = (urlsplit(url).hostname or "").lower()
+    if allowed_hosts and host not in allowed_hosts:
+        raise RegistryError(f"Model servers can be added only on {', '.join(allowed_hosts)} (MOE_CHAT_SERVER_HOSTS); "
+                            f"{host!r} is not one of them.")
+    return url
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -153,7 +192,14 @@ def checked_base_url(text: str) -> str:
     if parts.username or parts.password:
         raise RegistryError("A server address may not carry a user name or password (it is shown and logged): put "
                             "the key in an environment variable and name it in api_key_env.")
+    if parts.query or parts.fragment or "?" in url or "#" in url or not _URL_PART.fullmatch(parts.netloc + parts.path):
+        raise RegistryError(f"{text.strip()[:200]!r} is not a server address: it may hold only the host, port and a "
+                            "path of letters, digits and . _ ~ - / (like http://10.0.0.5:8000/v1).")
     return url if parts.path.endswith("/v1") else url + "/v1"
+
+
+# What an address may hold, as it is shown to every user of the page: no Markdown, no spaces, no query.
+_URL_PART = re.compile(r"[A-Za-z0-9.\-_~:\[\]/%]+")
 
 
 MAX_PATH_CHARS = 4096

@@ -38,12 +38,13 @@ from common.errors import (
     MoEChatError,
 )
 from common.settings import Settings
-from web.api_request import ApiError, ChatRequest, bad, parse
+from web.admission import Admission
+from web.api_request import ApiError, ChatRequest, RequestLimits, bad, parse
 from web.config import app_settings
 from web.stop_text import StopText
 
 log = logging.getLogger("moe_chat.api")
-MAX_BODY_BYTES = 16 << 20
+ADMISSION = Admission(at_once=2)  # requests read, checked and counted before they join the model's line
 OWNER = "moe-chat"
 STARTED = int(time.time())
 DISABLED = ("The API is off: start the app with MOE_CHAT_API_KEY=<a key of your choosing> (or api_key in "
@@ -121,34 +122,59 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
-async def _body(request: Request) -> Any:
+async def _read(request: Request, limit: int) -> bytes:
     size = int(request.headers.get("content-length") or 0)
-    if size > MAX_BODY_BYTES:
-        raise ApiError(413, f"The request body has {size:,} bytes; the limit is {MAX_BODY_BYTES:,}.",
+    if size > limit:  # refused before a byte of it is read
+        raise ApiError(413, f"The request body has {size:,} bytes; the limit for the loaded model is {limit:,}.",
                        code="request_too_large")
     raw = bytearray()
     try:
         async for chunk in request.stream():
             raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                raise ApiError(413, f"The request body is over the limit of {MAX_BODY_BYTES:,} bytes.",
+            if len(raw) > limit:
+                raise ApiError(413, f"The request body is over the limit of {limit:,} bytes for the loaded model.",
                                code="request_too_large")
     except ClientDisconnect:
         raise ApiError(400, "The client went away while sending the request.", code="client_disconnected") from None
+    return bytes(raw)
+
+
+async def _body(request: Request, limit: int, timeout_s: float) -> Any:
+    """The JSON body: at most `limit` bytes, all of it within `timeout_s` (a client dripping it is let go)."""
+    try:
+        raw = await asyncio.wait_for(_read(request, limit), timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout_s:.0f} s.",
+                       code="request_timeout") from None
     try:
         return json.loads(raw)
+    except RecursionError:  # nested deeper than the parser goes: no request of ours looks like that
+        raise bad("The request body is nested too deeply to be a chat request.", None, code="invalid_json") from None
     except ValueError:
         raise bad("The request body is not valid JSON.", None, code="invalid_json") from None
 
 
-def _start(settings: Settings, req_body: Any, client: str) -> tuple[ChatRequest, Reply, str]:
+def _limits(settings: Settings) -> RequestLimits:
+    """What a request may hold for the model loaded now (503 when none is)."""
+    engine = shared_engine(settings)
+    status = engine.status()
+    if status.state != "ready":
+        raise _not_ready(status)
+    try:
+        return RequestLimits(engine.context(), settings.max_message_chars)
+    except ModelNotLoadedError:
+        raise _not_ready(engine.status()) from None
+
+
+def _start(settings: Settings, req_body: Any, client: str,
+           limits: RequestLimits) -> tuple[ChatRequest, Reply, str]:
     """Check the request against the loaded model and start its answer (in a pool thread: it tokenizes)."""
     engine = shared_engine(settings)
     status = engine.status()
     if status.state != "ready":
         raise _not_ready(status)
     try:
-        request = parse(req_body, engine.default_params(), settings.max_message_chars)
+        request = parse(req_body, engine.default_params(), limits)
         if request.model != status.model_id:
             raise ApiError(404, f"The model {request.model!r} is not loaded here; this server answers with "
                                 f"{status.model_id!r} (GET /v1/models). Requests never switch models.",
@@ -267,18 +293,24 @@ async def _stream(answer: Answer, request_id: str, model: str, started: float) -
         _log(request_id, model, answer, started)
 
 
-async def _whole(answer: Answer, request: Request) -> str:
-    """The full text of a non-streamed answer; a client that hangs up stops it."""
+async def _whole(answer: Answer, request: Request, every_s: float = 0.5) -> str:
+    """The full text of a non-streamed answer; a client that hangs up stops it (looked at every `every_s`, whether
+    text is arriving or not)."""
     parts: list[str] = []
     pieces = answer.pieces().__aiter__()
+    looked = time.monotonic()
     while True:
         step = asyncio.ensure_future(pieces.__anext__())
-        while not step.done():
-            await asyncio.wait([step], timeout=0.5)
-            if not step.done() and await request.is_disconnected():
-                answer.reply.cancel()
-                step.cancel()
-                raise ClientGone
+        while True:
+            await asyncio.wait([step], timeout=every_s)
+            if time.monotonic() - looked >= every_s or not step.done():
+                looked = time.monotonic()
+                if await request.is_disconnected():
+                    answer.reply.cancel()
+                    step.cancel()
+                    raise ClientGone
+            if step.done():
+                break
         try:
             parts.append(step.result())
         except StopAsyncIteration:
@@ -301,11 +333,17 @@ async def chat_completions(request: Request) -> Response:
     client = f"api {request.client.host}" if request.client else "api"
     try:
         _authorize(request, settings)
-        body = await _body(request)
-        chat, reply, model = await run_in_threadpool(_start, settings, body, client)
+        limits = _limits(settings)
+        async with ADMISSION.enter(client, settings.max_waiting_per_client):
+            body = await _body(request, limits.body_bytes, settings.request_timeout_s)
+            async with ADMISSION.working():
+                chat, reply, model = await run_in_threadpool(_start, settings, body, client, limits)
     except ApiError as exc:
         log.info("api %s refused: %d %s", request_id, exc.status, exc.code)
         return _error(exc)
+    except LineFullError as exc:
+        log.info("api %s refused: 429 (requests being read)", request_id)
+        return _error(as_api_error(exc))
     except Exception:  # whatever else: still OpenAI's error shape, and the traceback in the log
         log.exception("api %s failed", request_id)
         return _error(ApiError(500, "The server failed to start this answer; its log says why.",

@@ -9,11 +9,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from chat_engine.budget import MAX_CHARS_PER_TOKEN
 from chat_engine.params import OPTIONS, GenerationParams
 from chat_engine.prompt import clean_text
 from common.errors import MoEChatError
 from common.messages import Message
 
+MAX_BODY_BYTES = 16 << 20  # whatever the model: no request body is read past this
+ESCAPED_BYTES_PER_CHAR = 6  # a JSON body may spell every character as \\uXXXX
+TOKENS_PER_MESSAGE = 2  # a chat template spends at least this much on each message's markers
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # as OpenAI allows
 # Fields with no effect on the answer, taken and not used (OpenAI's own metadata).
@@ -40,6 +44,27 @@ class ApiError(MoEChatError):
 
 def bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may hold, bounded by the loaded model's context before anything is tokenized: a request
+    larger than these could never fit it, so it is refused before the work of finding that out."""
+
+    context: int
+    max_message_chars: int
+
+    @property
+    def max_total_chars(self) -> int:
+        return self.context * MAX_CHARS_PER_TOKEN
+
+    @property
+    def max_messages(self) -> int:
+        return max(2, self.context // TOKENS_PER_MESSAGE)
+
+    @property
+    def body_bytes(self) -> int:
+        return min(MAX_BODY_BYTES, (64 << 10) + self.max_total_chars * ESCAPED_BYTES_PER_CHAR)
 
 
 @dataclass(frozen=True)
@@ -80,29 +105,40 @@ def _content(value: Any, where: str) -> str:
     raise bad(f"{where} must be a string or a list of text parts.", where)
 
 
-def _messages(value: Any, max_chars: int) -> tuple[Message, ...]:
+def _messages(value: Any, limits: RequestLimits) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
         raise bad("messages must be a non-empty list of {role, content} objects.", "messages")
-    messages = []
-    for i, item in enumerate(value):
+    if len(value) > limits.max_messages:
+        raise bad(f"messages has {len(value):,} entries; no more than {limits.max_messages:,} can fit the model's "
+                  f"{limits.context:,}-token context. Send fewer.", "messages", code="context_length_exceeded")
+    raw: list[tuple[str, str]] = []
+    total = 0
+    for i, item in enumerate(value):  # every size is checked before any text is cleaned or tokenized
         where = f"messages[{i}]"
         if not isinstance(item, dict):
             raise bad(f"{where} must be an object with role and content.", where)
-        extra = set(item) - {"role", "content", "name"}
+        extra = set(item) - {"role", "content"}
         if extra:
-            raise bad(f"{where} has fields this server does not support: {sorted(extra)}.", f"{where}.{min(extra)}")
+            raise bad(f"{where} has fields this server does not support: {sorted(extra)} (a message's name is not "
+                      "passed to the model, so it is refused rather than dropped).", f"{where}.{min(extra)}",
+                      code="unsupported_parameter")
         role = ROLES.get(item.get("role"))
         if role is None:
             raise bad(f"{where}.role must be one of {sorted(ROLES)}; got {item.get('role')!r}.", f"{where}.role")
-        text = clean_text(_content(item.get("content"), f"{where}.content"))  # as typed text is on the page
-        if len(text) > max_chars:
-            raise ApiError(413, f"{where} has {len(text):,} characters; the limit is {max_chars:,}.",
+        text = _content(item.get("content"), f"{where}.content")
+        if len(text) > limits.max_message_chars:
+            raise ApiError(413, f"{where} has {len(text):,} characters; the limit is {limits.max_message_chars:,}.",
                            param=f"{where}.content", code="message_too_long")
-        messages.append({"role": role, "content": text})
-    return tuple(messages)
+        total += len(text)
+        if total > limits.max_total_chars:
+            raise bad(f"The messages have over {limits.max_total_chars:,} characters, more than the model's "
+                      f"{limits.context:,}-token context could hold. Send fewer or shorter messages.", "messages",
+                      code="context_length_exceeded")
+        raw.append((role, text))
+    return tuple({"role": role, "content": clean_text(text)} for role, text in raw)  # as typed text is on the page
 
 
-def parse(body: Any, defaults: GenerationParams, max_chars: int) -> ChatRequest:
+def parse(body: Any, defaults: GenerationParams, limits: RequestLimits) -> ChatRequest:
     """The request, checked against what this server honours; raises `ApiError` naming the field otherwise."""
     if not isinstance(body, dict):
         raise bad("The request body must be a JSON object.", None)
@@ -159,6 +195,6 @@ def parse(body: Any, defaults: GenerationParams, max_chars: int) -> ChatRequest:
         changes[option.name] = value
         if option.name == "temperature":
             changes["do_sample"] = True
-    return ChatRequest(model=model, messages=_messages(body.get("messages"), max_chars),
+    return ChatRequest(model=model, messages=_messages(body.get("messages"), limits),
                        params=defaults.updated(**changes), stream=stream,
                        include_usage=bool(options and options.get("include_usage")), stop=stops)

@@ -5,8 +5,10 @@ Every exception the `openai` and `httpx2` (its HTTP client) libraries raise is t
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +16,11 @@ from typing import Any
 import httpx2
 import openai
 
+from chat_engine.openai_backend.bounded import BoundedTransport
 from common.errors import GenerationError, GenerationTimeout, ModelLoadError, MoEChatError, ServerContextError
-from model_loader.registry import checked_base_url
+from model_loader.registry import SERVED_MODEL_ID, checked_base_url
 
+log = logging.getLogger("moe_chat.servers")
 LIST_TIMEOUT_S = 30.0  # the sidebar's "List its models" waits no longer for an answer
 FLAVOURS = ("vllm", "sglang", "transformers", "moe-chat", "openai")
 
@@ -44,11 +48,12 @@ def api_key(env_name: str | None) -> str | None:
 
 
 def make_http(base_url: str, key: str | None, connect_s: float, read_s: float) -> httpx2.Client:
-    """The one connection pool to a server: connect timeout, a read timeout that is the stall limit, the key."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx2.Client(base_url=root_url(base_url), headers=headers,
-                        timeout=httpx2.Timeout(read_s, connect=connect_s),
-                        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32))
+    """The one connection pool to a server: connect timeout, a read timeout that is the stall limit, the key, and
+    bounded responses (`bounded.py`). Redirects are not followed."""
+    headers = {"Accept-Encoding": "identity", **({"Authorization": f"Bearer {key}"} if key else {})}
+    transport = BoundedTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32))
+    return httpx2.Client(base_url=root_url(base_url), headers=headers, transport=transport,
+                        timeout=httpx2.Timeout(read_s, connect=connect_s))
 
 
 def make_client(base_url: str, key: str | None, http: httpx2.Client) -> openai.OpenAI:
@@ -61,14 +66,12 @@ def root_url(base_url: str) -> str:
     return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
-def list_models(client: openai.OpenAI, where: str, connect_s: float, read_s: float = 300.0,
-                quiet: bool = False) -> list[ServedModel]:
-    """The models the server serves (raises `ModelLoadError` saying why it could not be asked; `quiet`: without
-    repeating what the server answered, for addresses typed by page users)."""
+def list_models(client: openai.OpenAI, where: str, connect_s: float, read_s: float = 300.0) -> list[ServedModel]:
+    """The models the server serves (raises `ModelLoadError` saying why it could not be asked)."""
     try:
         page = client.models.list()
     except Exception as exc:
-        raise ModelLoadError(str(translate(exc, where, connect_s=connect_s, stall_s=read_s, quiet=quiet))) from exc
+        raise ModelLoadError(str(translate(exc, where, connect_s=connect_s, stall_s=read_s))) from exc
     models = []
     for item in page.data:
         extra = dict(item.model_extra or {})
@@ -78,13 +81,30 @@ def list_models(client: openai.OpenAI, where: str, connect_s: float, read_s: flo
     return models
 
 
+LISTING_FLOOR_S = 1.0  # a sidebar listing that fails takes at least this long, however it failed
+MAX_LISTED = 200  # models a sidebar listing shows at most
+
+
 def served_model_names(base_url: str, api_key_env: str, settings: Any) -> list[str]:
-    """What a server typed into the sidebar serves (raises `MoEChatError` saying why it could not be asked)."""
+    """What a server typed into the sidebar serves: only well-formed model ids. Any failure is the same message
+    after at least LISTING_FLOOR_S, so a page user cannot use the form to tell apart what listens on an address
+    (refused, 401, a redirect, a web page); the server's log says what happened."""
     url = checked_base_url(base_url)
     key = api_key(api_key_env.strip() or None)
-    with make_http(url, key, settings.connect_timeout_s, LIST_TIMEOUT_S) as http:
-        return [m.id for m in list_models(make_client(url, key, http), url, settings.connect_timeout_s,
-                                          LIST_TIMEOUT_S, quiet=True)]
+    started = time.monotonic()
+    try:
+        with make_http(url, key, settings.connect_timeout_s, LIST_TIMEOUT_S) as http:
+            models = list_models(make_client(url, key, http), url, settings.connect_timeout_s, LIST_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - whatever a scanned address answers, the page user is told the same
+        log.info("listing the models of %s failed: %s", url, exc)
+        time.sleep(max(0.0, LISTING_FLOOR_S - (time.monotonic() - started)))
+        raise ModelLoadError(f"No OpenAI-compatible server answered with a model list at {url}. Check the address "
+                             "(it ends in /v1), that the server runs and, if it needs a key, the key variable; "
+                             "this app's log says what happened.") from None
+    names = [m.id for m in models if isinstance(m.id, str) and SERVED_MODEL_ID.fullmatch(m.id)]
+    if len(names) < len(models):
+        log.info("%s listed %d model ids that are not model names; they are not shown", url, len(models) - len(names))
+    return names[:MAX_LISTED]
 
 
 def flavour(models: list[ServedModel], stated: str) -> str:
@@ -143,13 +163,15 @@ _MODEL_WORDS = ("does not exist", "not found", "pinned", "unknown model", "no mo
 
 
 def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_s: float = 300.0,
-              model: str = "", quiet: bool = False) -> MoEChatError:
-    """A library exception as one domain error that says what happened and what to do (`quiet`: without the
-    server's own words)."""
+              model: str = "") -> MoEChatError:
+    """A library exception as one domain error that says what happened and what to do."""
     if isinstance(exc, MoEChatError):
         return exc
+    known = next((c for c in _chain(exc) if isinstance(c, MoEChatError)), None)
+    if known is not None:  # the app's own reason (a bounded response), wrapped by the client library
+        return known
     if isinstance(exc, openai.APIStatusError):
-        return _status_error(exc, where, model, quiet)
+        return _status_error(exc, where, model)
     if type(exc) is openai.APIError and getattr(exc, "body", None):  # an error event inside the stream
         return GenerationError(f"The server at {where} stopped the answer: {server_said(exc)}")
     causes = list(_chain(exc))
@@ -176,8 +198,8 @@ def translate(exc: BaseException, where: str, *, connect_s: float = 10.0, stall_
     return GenerationError(f"Talking to the server at {where} failed ({type(exc).__name__}: {str(exc)[:200]}).")
 
 
-def _status_error(exc: openai.APIStatusError, where: str, model: str, quiet: bool = False) -> MoEChatError:
-    said = f"HTTP {exc.status_code}" if quiet else server_said(exc)
+def _status_error(exc: openai.APIStatusError, where: str, model: str) -> MoEChatError:
+    said = server_said(exc)
     status = exc.status_code
     lowered = said.lower()
     if status == 401:

@@ -12,13 +12,14 @@ from typing import Any
 
 import openai
 
-from chat_engine.budget import Budget
+from chat_engine.budget import MAX_CHARS_PER_TOKEN, Budget
 from chat_engine.interface import FinishReason
 from chat_engine.openai_backend.server import server_stalled
 from chat_engine.reply import Generation
 from common.errors import MoEChatError
 
 _REASONS: dict[str, FinishReason] = {"stop": "eos", "length": "length"}
+SLACK_PIECES = 2  # a server may send a piece or two more than tokens (a stop string's tail, say)
 
 
 class RemoteGeneration(Generation):
@@ -40,6 +41,8 @@ class RemoteGeneration(Generation):
         return server_stalled(self._where, seconds)
 
     def pieces(self, stop: threading.Event) -> Iterator[str]:
+        limit = int(self._body.get("max_tokens") or 0)
+        pieces = chars = 0
         try:
             self._http_stream = self._client.chat.completions.create(stream=True, **self._body)
             if stop.is_set():  # stopped while the server prepared its answer: nothing to shut before now
@@ -52,6 +55,9 @@ class RemoteGeneration(Generation):
                 for choice in chunk.choices:
                     text = choice.delta.content if choice.delta is not None else None
                     if text:
+                        pieces, chars = pieces + 1, chars + len(text)
+                        if limit and self._over(limit, pieces, chars):
+                            return
                         yield text
                     if choice.finish_reason:
                         self.finish = _REASONS.get(choice.finish_reason, "eos")
@@ -59,6 +65,17 @@ class RemoteGeneration(Generation):
                     return
         finally:
             self._close_http()
+
+    def _over(self, limit: int, pieces: int, chars: int) -> bool:
+        """The app's own limit on an answer, whatever the server does with max_tokens: a server streams at most one
+        piece of text per token, and no token is longer than MAX_CHARS_PER_TOKEN characters."""
+        counted = max(pieces - SLACK_PIECES, self.new_tokens or 0)
+        if counted <= limit and chars <= limit * MAX_CHARS_PER_TOKEN:
+            return False
+        self.finish = "length"
+        self.new_tokens = min(max(counted, self.new_tokens or 0), limit)
+        self.note = (f"cut off by this app at {limit:,} tokens: the server went on past the max_tokens it was sent")
+        return True
 
     def _close_http(self) -> None:
         stream, self._http_stream = self._http_stream, None

@@ -238,3 +238,26 @@ def test_an_answer_being_written_keeps_its_place_when_another_tab_sends(page, db
     send(page, "from A")
     assert stored(page)[2:] == [("user", "from A"), ("assistant", "A's answer, in several words."),
                                 ("user", "from B")]  # B's question after A's whole exchange, not inside it
+
+
+def test_a_conversation_holding_a_50_mb_answer_opens_in_under_a_second(page, db_path):
+    import sqlite3
+    import time
+
+    from conversations.store import MAX_MESSAGE_CHARS, ConversationStore
+
+    with ConversationStore(db_path) as store:
+        conv = store.create(model_id="fake")
+        store.add_message(conv, "user", "Tell me everything.")
+        store.add_message(conv, "assistant", "x" * (MAX_MESSAGE_CHARS + 10))  # cut as it is written
+        assert len(store.get(conv).messages[1].content) < MAX_MESSAGE_CHARS + 200
+    with sqlite3.connect(db_path) as db:  # as a database written before the limit holds it: 50 MB in one answer
+        db.execute("UPDATE messages SET content = ? WHERE conversation_id = ? AND position = 1",
+                   ("y" * 50_000_000, conv))
+    open_page({})  # the page's own imports and first run, not the conversation's
+    started = time.perf_counter()
+    opened = open_page({"c": conv})
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, elapsed
+    shown_answer = opened.chat_message[1].markdown[0].value
+    assert shown_answer.startswith("yyy") and "49,737,856 more characters were not kept" in shown_answer

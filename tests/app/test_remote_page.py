@@ -26,6 +26,8 @@ def page(page_for, tmp_path, fake):
 def connect(at, model_id: str = "remote") -> None:
     at.sidebar.selectbox(key="model_choice").set_value(model_id).run()
     assert at.sidebar.button(key="load_model").label == "Connect"
+    if model_id.startswith("server:"):  # a server a page user added: everyone's chats would go there
+        at.sidebar.checkbox(key="agree_connect").check().run()
     at.sidebar.button(key="load_model").click().run()
     run_until(at, "connected")
 
@@ -84,7 +86,76 @@ def test_a_server_is_added_from_the_sidebar_by_picking_from_its_models(page, fak
     assert chat_messages(page)[1] == ("assistant", ANSWER)
 
 
-def test_listing_an_unreachable_server_says_why_in_the_sidebar(page):
-    page.sidebar.text_input(key="server_url").input("http://127.0.0.1:9/v1").run()
-    page.sidebar.button(key="list_server_models").click().run()
-    assert "Connection refused by http://127.0.0.1:9/v1" in " ".join(e.value for e in page.sidebar.error)
+def add_server(at, address: str, key_env: str = "") -> str:
+    """List the models of `address` from the sidebar; what the sidebar says (errors) or the models offered."""
+    at.sidebar.text_input(key="server_url").input(address).run()
+    at.sidebar.text_input(key="server_key_env").input(key_env).run()
+    at.sidebar.button(key="list_server_models").click().run()
+    errors = " ".join(e.value for e in at.sidebar.error)
+    return errors or " ".join(at.sidebar.selectbox(key="server_model").options)
+
+
+def test_listing_any_address_that_is_not_a_model_server_says_the_same_thing(page, fake):
+    import time
+
+    from tests.support.fake_openai import closed_port
+
+    said = []
+    started = time.perf_counter()
+    said.append(add_server(page, f"http://127.0.0.1:{closed_port()}/v1"))  # refused
+    for status, body in ((401, b'{"error": "Unauthorized"}'), (302, b""), (500, b"Internal Server Error"),
+                         (200, b"<html>a router's login page</html>")):
+        fake.listing, fake.listing_status = body, status
+        said.append(add_server(page, fake.base_url))
+    uniform = {s.replace(fake.base_url, "URL").replace(f"127.0.0.1:{closed_port()}", "x") for s in said}
+    assert all("No OpenAI-compatible server answered with a model list" in s for s in said), said
+    assert len({s.split(" at ")[0] for s in said}) == 1
+    assert time.perf_counter() - started >= 5.0  # a second each, however fast the target answered
+    assert uniform
+
+
+def test_a_listing_shows_only_model_names_and_is_read_only_so_far(page, fake):
+    import json
+
+    ids = ["org/good-model", "<img src=x onerror=alert(1)>", "![x](http://attacker/p.png)", "a" * 500, "ok:tag"]
+    fake.listing = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}).encode()
+    assert add_server(page, fake.base_url) == "org/good-model ok:tag"
+    fake.listing = b'{"object": "list", "data": [' + b'{"id": "m", "object": "model"},' * 2_000_000 + b'{}]}'
+    assert len(fake.listing) > 50_000_000
+    assert "No OpenAI-compatible server answered" in add_server(page, fake.base_url)  # cut at 1 MiB, not read
+
+
+def test_only_allowed_hosts_can_be_added(page_for, tmp_path, fake):
+    at = page_for(tmp_path / "none.toml", MOE_CHAT_SERVER_HOSTS="10.0.0.5, gpu-box")
+    assert "can be added only on 10.0.0.5, gpu-box" in add_server(at, fake.base_url)
+
+
+def test_a_rows_key_is_never_sent_to_an_address_a_page_user_types(page_for, tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("VLLM_ROW_KEY", "the-row-secret")
+    models = tmp_path / "models.toml"
+    models.write_text(f'[[models]]\nid = "remote"\nname = "Row"\nsource = "openai"\nbase_url = "{fake.base_url}"\n'
+                      f'model = "{MODEL}"\napi_key_env = "VLLM_ROW_KEY"\n')
+    at = page_for(models)
+    with running_fake() as attacker:
+        assert "is sent only there" in add_server(at, attacker.base_url, "VLLM_ROW_KEY")
+        assert attacker.requests == [] and all("the-row-secret" not in str(r) for r in attacker.requests)
+    assert add_server(at, fake.base_url, "VLLM_ROW_KEY") == MODEL  # to its own row's server it goes
+
+
+def test_connecting_an_added_server_asks_first_and_then_tells_everyone(page, page_for, tmp_path, fake):
+    assert add_server(page, fake.base_url) == MODEL
+    page.sidebar.button(key="add_server").click().run()
+    added = page.session_state["model_choice"]
+    assert "every user's next messages" in " ".join(c.value for c in page.sidebar.caption)
+    assert page.sidebar.button(key="load_model").disabled  # until the user agrees
+    connect(page, added)
+    other = page_for(tmp_path / "models.toml")  # another user, whose list does not have that server
+    assert any("a model server a user of this page connected" in w.value for w in other.warning)
+
+
+def test_an_image_in_a_servers_answer_is_a_link_to_click_not_a_fetch(page, fake):
+    connect(page)
+    fake.mode, fake.answer = "markdown", "Look: ![pixel](http://127.0.0.1:1/track.png) done"
+    page.chat_input[0].set_value("Who are you?").run()
+    drawn = page.chat_message[1].markdown[0].value
+    assert "![" not in drawn and "[🖼 pixel](http://127.0.0.1:1/track.png)" in drawn

@@ -27,7 +27,7 @@ AWKWARD = (
     "```python\nprint('fenced')\n```\n\ttabs, trailing spaces   \n\n\nblank lines",
     "",
     "a NUL \x00 inside",
-    "x" * 2_000_000 + " 尾",
+    "x" * 260_000 + " 尾",  # near the most a message holds (MAX_MESSAGE_CHARS)
 )
 V1_DDL = (  # schema version 1 exactly as it was shipped: the on-disk format old users have
     """CREATE TABLE conversations (

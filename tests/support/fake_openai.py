@@ -6,6 +6,11 @@ then nothing), "die" (a few chunks, then the connection drops), "error_event" (a
 event), "plain500" (a plain-text 500, as
 `transformers serve` sends for an unknown model), "detail400" (FastAPI's {"detail": ...}). `server.active`
 counts requests still streaming; `server.cancelled` those whose client went away.
+
+Hostile modes, as an attacker's server would behave: "endless" (ignores max_tokens and never stops), "huge_event"
+(one 50 MB event), "drip" (one byte every 0.2 s of an event that never ends), "markdown" (answers `server.answer`,
+e.g. with a Markdown image). `server.listing` replaces /v1/models' body (bytes) when set; `server.sent` counts the
+bytes of answers streamed.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL = "fake-moe"
@@ -42,6 +47,10 @@ class FakeOpenAIServer:
         self.active = 0
         self.cancelled = 0
         self.requests: list[dict] = []
+        self.answer = ANSWER
+        self.listing: bytes | None = None
+        self.listing_status = 200
+        self.sent = 0
         routes = [Route("/v1/models", self.models), Route("/tokenize", self.tokenize, methods=["POST"]),
                   Route("/v1/chat/completions", self.chat, methods=["POST"])]
         self.app = Starlette(routes=routes)
@@ -53,6 +62,10 @@ class FakeOpenAIServer:
         return None
 
     async def models(self, request: Request):
+        if self.listing is not None:
+            moved = {"Location": "http://127.0.0.1:1/elsewhere"} if self.listing_status == 302 else None
+            return Response(self.listing, status_code=self.listing_status, media_type="application/json",
+                            headers=moved)
         entry = {"id": MODEL, "object": "model", "owned_by": "vllm"}
         if self.report_context:
             entry["max_model_len"] = CONTEXT
@@ -87,8 +100,43 @@ class FakeOpenAIServer:
                                f"{prompt + body.get('max_tokens', 16)} tokens. Please reduce the length.")
         return StreamingResponse(self._stream(body, prompt), media_type="text/event-stream")
 
+    async def _hostile(self):
+        if self.mode == "endless":
+            i = 0
+            while True:
+                i += 1
+                data = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+                        "choices": [{"index": 0, "delta": {"content": f" word{i}"}, "finish_reason": None}]}
+                yield f"data: {json.dumps(data)}\n\n"
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+        elif self.mode == "huge_event":
+            yield 'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "fake-moe", ' \
+                  '"choices": [{"index": 0, "delta": {"content": "'
+            for _ in range(50):
+                yield "x" * (1 << 20)
+                await asyncio.sleep(0)
+            yield '"}, "finish_reason": null}]}\n\n'
+        elif self.mode == "drip":
+            yield "data: {"
+            while True:
+                await asyncio.sleep(0.2)
+                yield " "
+
     async def _stream(self, body: dict, prompt: int):
-        words = ANSWER.split(" ")
+        if self.mode in ("endless", "huge_event", "drip"):
+            self.active += 1
+            try:
+                async for part in self._hostile():
+                    self.sent += len(part)
+                    yield part
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            finally:
+                self.active -= 1
+            return
+        words = (self.answer if self.mode == "markdown" else ANSWER).split(" ")
         if self.mode == "slow":
             words = (words * 100)[: body.get("max_tokens", 16)]
         self.active += 1

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from chat_engine.params import GenerationParams
-from web.api_request import ApiError, parse
+from web.api_request import ApiError, RequestLimits, parse
 from web.stop_text import StopText
 
 DEFAULTS = GenerationParams(max_new_tokens=256, do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
 ASK = [{"role": "user", "content": "Hi"}]
+LIMITS = RequestLimits(context=64, max_message_chars=100)  # at most 1,024 characters in 32 messages
 
 
 def request(**fields):
-    return parse({"model": "m", "messages": ASK, **fields}, DEFAULTS, max_chars=100)
+    return parse({"model": "m", "messages": ASK, **fields}, DEFAULTS, LIMITS)
 
 
 def test_omitted_fields_keep_the_models_defaults_and_given_ones_replace_them():
@@ -31,7 +32,7 @@ def test_message_shapes_are_normalised():
     parsed = parse({"model": "m", "messages": [
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
-    ]}, DEFAULTS, max_chars=100)
+    ]}, DEFAULTS, LIMITS)
     assert parsed.messages == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"})
 
 
@@ -52,6 +53,9 @@ def test_message_shapes_are_normalised():
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
      "messages[0].content[0].type", 400),
     ({"messages": [{"role": "user", "content": "x" * 101}]}, "messages[0].content", 413),
+    ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name", 400),
+    ({"messages": [{"role": "user", "content": "x" * 100}] * 11}, "messages", 400),
+    ({"messages": ASK * 33}, "messages", 400),
     ({"model": ""}, "model", 400),
 ])
 def test_what_cannot_be_honoured_is_refused_naming_the_field(fields, param, status):
@@ -72,3 +76,16 @@ def test_stop_strings_split_across_pieces_are_found_and_left_out():
     assert "".join(sent) == "Hello " and hit
     plain = StopText(["zz"])
     assert plain.feed("abcz")[0] + plain.feed("y")[0] + plain.flush() == "abczy"
+
+
+def test_a_request_that_could_never_fit_the_context_is_refused_before_its_text_is_cleaned(monkeypatch):
+    import web.api_request as api_request
+
+    cleaned = []
+    monkeypatch.setattr(api_request, "clean_text", lambda text: cleaned.append(text) or text)
+    with pytest.raises(ApiError) as caught:
+        request(messages=[{"role": "user", "content": "y" * 100}] * 10 + [{"role": "user", "content": "z" * 100}])
+    assert caught.value.code == "context_length_exceeded" and "1,024 characters" in str(caught.value)
+    assert cleaned == []  # nothing was worked on: the sizes alone refused it
+    assert LIMITS.body_bytes == (64 << 10) + 1024 * 6  # and its body is bounded by the same context
+    assert RequestLimits(context=10**7, max_message_chars=100).body_bytes == 16 << 20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.markdown import escape_dollars
+from components.markdown import chat_markdown, escape_dollars
 
 
 def test_prices_and_variables_are_text():
@@ -24,3 +24,9 @@ def test_code_is_left_verbatim():
 
 def test_already_escaped_dollars_are_not_doubled():
     assert escape_dollars(r"\$5") == r"\$5"
+
+
+def test_images_become_links_that_load_nothing_and_code_keeps_them_verbatim():
+    drawn = chat_markdown("a ![cat](http://x/c.png) b ![ref][1] c `![kept](u)` \\![escaped](v)\n```\n![in code](w)\n```")
+    assert "[🖼 cat](http://x/c.png)" in drawn and "[🖼 ref][1]" in drawn
+    assert "`![kept](u)`" in drawn and "![in code](w)" in drawn and "\\![escaped](v)" in drawn

@@ -160,6 +160,8 @@ def test_a_server_added_in_the_sidebar_becomes_a_row_once():
 def test_the_sidebar_cannot_send_just_any_variable_to_a_server(name, tmp_path):
     with pytest.raises(RegistryError, match="MOE_CHAT_SERVER_KEY_"):
         load_registry(None).with_server("http://10.0.0.1:8000", "demo", name)
-    user = tmp_path / "models.toml"  # a variable a row of the models file names is the operator's choice
+    user = tmp_path / "models.toml"  # a variable a row of the models file names is the operator's choice...
     user.write_text(SERVER_ROW + f'base_url = "http://h/v1"\nmodel = "m"\napi_key_env = "{name}"\n')
-    assert load_registry(user).checked_key_env(name) == name
+    assert load_registry(user).checked_key_env(name, "http://h:80/v1") == name
+    with pytest.raises(RegistryError, match="is sent only there"):  # ...for that row's server, and no other
+        load_registry(user).with_server("http://10.0.0.1:8000", "demo", name)

@@ -22,6 +22,7 @@ def test_settings_from_environment():
 @pytest.mark.parametrize("env, message", [
     ({"MOE_CHAT_MAX_NEW_TOKENS": "lots"}, "MOE_CHAT_MAX_NEW_TOKENS='lots' is not a valid int"),
     ({"MOE_CHAT_DEVICE": "tpu"}, "must be auto, cpu or cuda"),
+    ({"MOE_CHAT_TRUSTED_PROXIES": "10.0.0.1, my-proxy"}, "Give addresses or networks separated by commas"),
 ])
 def test_bad_settings_are_refused(env, message):
     with pytest.raises(MoEChatError, match=message):
