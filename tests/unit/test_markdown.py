@@ -27,6 +27,7 @@ def test_already_escaped_dollars_are_not_doubled():
 
 
 def test_images_become_links_that_load_nothing_and_code_keeps_them_verbatim():
-    drawn = chat_markdown("a ![cat](http://x/c.png) b ![ref][1] c `![kept](u)` \\![escaped](v)\n```\n![in code](w)\n```")
+    drawn = chat_markdown("a ![cat](http://x/c.png) b ![ref][1] c `![kept](u)` \\![escaped](v)\n"
+                          "```\n![in code](w)\n```")
     assert "[🖼 cat](http://x/c.png)" in drawn and "[🖼 ref][1]" in drawn
     assert "`![kept](u)`" in drawn and "![in code](w)" in drawn and "\\![escaped](v)" in drawn
