@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 
 from web.connections import PeerAddress
 
@@ -31,7 +32,11 @@ def seen(peer, headers, trusted=()):
         got.update(scope)
 
     scope = {"type": "http", "client": ("10.9.9.9", 0), "headers": headers}  # as uvicorn rewrote it from the header
-    asyncio.run(PeerAddress(app, tuple(ipaddress.ip_network(t) for t in trusted))(scope, Cycle(peer).receive, None))
+    middleware = PeerAddress(app, tuple(ipaddress.ip_network(t) for t in trusted))
+    # on a thread of its own: a browser test in this worker may hold an event loop in this one
+    worker = threading.Thread(target=asyncio.run, args=(middleware(scope, Cycle(peer).receive, None),))
+    worker.start()
+    worker.join(10)
     return got["client"], [k for k, _ in got["headers"]]
 
 
