@@ -248,6 +248,7 @@ def test_three_huge_api_requests_at_once_are_refused_before_they_cost_memory(gua
     baseline, during, statuses, grown = run(scenario(), timeout_s=300)
     said = (f"answers {statuses}, the server grew by {grown / 2**20:.0f} MiB, the page took {during:.2f} s "
             f"({baseline:.2f} s alone)")
+    print(said)
     assert grown < 200 << 20, said
     assert during <= 2 * baseline, said
     assert statuses == [413, 413, 413], said
