@@ -51,11 +51,6 @@ class GuessThrottle:
             self._next_slot = slot + 1.0 / self.per_second
             return slot - now
 
-    def wait_s(self, keys: Iterable[Hashable]) -> float:
-        """Seconds before a try under `keys` may be made (0: now)."""
-        with self._lock:
-            return max((self._wait_locked(k) for k in keys), default=0.0)
-
     def begin(self, keys: Iterable[Hashable]) -> float:
         """Claim a try under `keys`: 0 when it may compare a password now (the window is taken, so tries at once
         under one key get one between them), else the seconds to wait."""

@@ -11,7 +11,6 @@ records each one's id, model, tokens and timing, never its content.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import threading
@@ -39,7 +38,7 @@ from common.errors import (
 )
 from common.settings import Settings
 from web.admission import Admission
-from web.api_request import ApiError, ChatRequest, RequestLimits, bad, parse
+from web.api_request import ApiError, ChatRequest, RequestLimits, bad, bears_key, parse
 from web.config import app_settings
 from web.stop_text import StopText
 
@@ -55,10 +54,7 @@ def _authorize(request: Request, settings: Settings) -> None:
     key = settings.api_key  # MOE_CHAT_API_KEY, else api_key in .streamlit/secrets.toml; None: the API is off
     if not key:
         raise ApiError(403, DISABLED, code="api_disabled", kind="permission_error")
-    header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    wanted = key.strip().encode("utf-8", "replace")
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), wanted):  # constant time: no hints about the key
+    if not bears_key(request.headers.get("authorization", ""), key):
         raise ApiError(401, "Invalid API key: send Authorization: Bearer <the app's MOE_CHAT_API_KEY>.",
                        code="invalid_api_key", kind="authentication_error")
 

@@ -5,6 +5,7 @@ Pure: no server, no engine. Everything a request may say is listed here; anythin
 
 from __future__ import annotations
 
+import hmac
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,12 @@ class ApiError(MoEChatError):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def bears_key(authorization: str, key: str | None) -> bool:
+    """True when an Authorization header is "Bearer <key>" (compared in constant time: no hints about the key)."""
+    given = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    return bool(key) and hmac.compare_digest(given.encode("utf-8", "replace"), key.strip().encode("utf-8", "replace"))
 
 
 def bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:

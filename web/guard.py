@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 
 from common import sessions
+from web.api_request import bears_key
 from web.config import app_settings
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,6 @@ async def _refuse(send, status: int, message: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _bears_api_key(headers: list[tuple[bytes, bytes]], key: str | None) -> bool:
-    given = next((v for k, v in headers if k == b"authorization"), b"")
-    token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
-    return bool(key) and hmac.compare_digest(token, key.strip().encode("utf-8", "replace"))
 
 
 class UploadGuard:
@@ -52,7 +46,8 @@ class UploadGuard:
                     return
             elif path.rstrip("/").endswith(METRICS_PATH):
                 settings = app_settings()
-                if settings.password and not _bears_api_key(scope.get("headers") or [], settings.api_key):
+                authorization = next((v for k, v in scope.get("headers") or [] if k == b"authorization"), b"")
+                if settings.password and not bears_key(authorization.decode("latin1"), settings.api_key):
                     await _refuse(send, 403, "The server's metrics need the API key (Authorization: Bearer <key>) "
                                              "when the page has a password.")
                     return

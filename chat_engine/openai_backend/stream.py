@@ -73,7 +73,7 @@ class RemoteGeneration(Generation):
         if counted <= limit and chars <= limit * MAX_CHARS_PER_TOKEN:
             return False
         self.finish = "length"
-        self.new_tokens = min(max(counted, self.new_tokens or 0), limit)
+        self.new_tokens = min(counted, limit)
         self.note = (f"cut off by this app at {limit:,} tokens: the server went on past the max_tokens it was sent")
         return True
 

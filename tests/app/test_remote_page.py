@@ -107,11 +107,9 @@ def test_listing_any_address_that_is_not_a_model_server_says_the_same_thing(page
                          (200, b"<html>a router's login page</html>")):
         fake.listing, fake.listing_status = body, status
         said.append(add_server(page, fake.base_url))
-    uniform = {s.replace(fake.base_url, "URL").replace(f"127.0.0.1:{closed_port()}", "x") for s in said}
     assert all("No OpenAI-compatible server answered with a model list" in s for s in said), said
     assert len({s.split(" at ")[0] for s in said}) == 1
     assert time.perf_counter() - started >= 5.0  # a second each, however fast the target answered
-    assert uniform
 
 
 def test_a_listing_shows_only_model_names_and_is_read_only_so_far(page, fake):
