@@ -109,6 +109,12 @@ class Session:
                            WidgetState(id=enter.id, trigger_value=True)])
         return await self.wait_for(lambda page: self._runs > runs, timeout_s)
 
+    async def replay(self, widgets: list[WidgetState], timeout_s: float = 60.0) -> Page:
+        """Send widget states as if this tab's user had used them (any ids, even another tab's); the page after."""
+        runs = self._runs
+        await self._rerun(widgets)
+        return await self.wait_for(lambda page: self._runs > runs, timeout_s)
+
     async def _rerun(self, widgets: list[WidgetState]) -> None:
         msg = BackMsg(rerun_script=ClientState(query_string="", widget_states=WidgetStates(widgets=widgets)))
         await self._ws.send(msg.SerializeToString())

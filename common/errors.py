@@ -92,3 +92,7 @@ class StoreError(MoEChatError):
 
 class StaleConversationError(StoreError):
     """A change was asked of a conversation that another tab has changed since this one read it."""
+
+
+class NotAllowedError(MoEChatError):
+    """The signed-in person's role does not allow this action (an admin's)."""

@@ -77,6 +77,10 @@ class Settings:
     trusted_proxies: str = ""  # addresses (comma-separated, CIDR allowed) whose X-Forwarded-For is believed; none
     request_timeout_s: float = 20.0  # a connection that has not sent a whole request (headers, body) in this is closed
     server_hosts: str = ""  # hosts (comma-separated) "Add a model server" may reach; empty: any
+    accounts_db: Path | None = None  # the accounts database (SQLite); None: accounts.db beside the conversations
+    proxy_user_header: str = ""  # a header a trusted reverse proxy names the signed-in person in (X-Forwarded-User)
+    proxy_secret: str | None = None  # the secret that proxy adds in X-MoE-Chat-Proxy-Secret; both needed for proxy mode
+    sign_in_days: float = 14.0  # a sign-in (its cookie) lasts this long unless its person signs out
 
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """MOE_CHAT_TRUSTED_PROXIES as networks (a bare address is a network of one)."""
@@ -86,6 +90,18 @@ class Settings:
     def allowed_server_hosts(self) -> tuple[str, ...]:
         """MOE_CHAT_SERVER_HOSTS: the hosts "Add a model server" may reach (empty: any)."""
         return tuple(part.strip().lower() for part in self.server_hosts.split(",") if part.strip())
+
+    def accounts_file(self) -> Path:
+        """MOE_CHAT_ACCOUNTS_DB, else accounts.db in the conversation database's folder."""
+        return self.accounts_db or self.db.parent / "accounts.db"
+
+    def proxy_configured(self) -> bool:
+        """Whether a reverse proxy names the person: a header to read and the secret that makes it believed."""
+        if bool(self.proxy_user_header.strip()) != bool(self.proxy_secret):
+            raise MoEChatError(f"{_PREFIX}PROXY_USER_HEADER and {_PREFIX}PROXY_SECRET (or proxy_secret in "
+                               "secrets.toml) go together: the header names the person, the secret (which the proxy "
+                               "adds and nobody else knows) makes it believed. Set both, or neither.")
+        return bool(self.proxy_user_header.strip())
 
     def allowed_model_roots(self) -> tuple[Path, ...]:
         """Where local model folders may be added from: the setting, else the cache dir and the home folder."""
@@ -122,6 +138,8 @@ class Settings:
         except ValueError as exc:
             raise MoEChatError(f"{_PREFIX}TRUSTED_PROXIES={settings.trusted_proxies!r}: {exc}. Give addresses or "
                                "networks separated by commas, e.g. 10.0.0.2,192.168.1.0/24.") from None
+        if settings.sign_in_days <= 0:
+            raise MoEChatError(f"{_PREFIX}SIGN_IN_DAYS must be more than 0, not {settings.sign_in_days}.")
         if settings.add_servers not in ("on", "off"):
             raise MoEChatError(f"{_PREFIX}ADD_SERVERS must be on or off, not {settings.add_servers!r}.")
         return settings

@@ -98,7 +98,8 @@ def render_job(read_job: Any, cancel: Any, refresh_s: float = 0.5) -> None:
             st.progress(min(max(fraction, 0.0), 1.0), text=line)
         elif job.stage == "downloading":
             st.caption(line)
-        if job.stage in ("preparing", "downloading") and st.button("Cancel download", key="cancel_download"):
+        if cancel is not None and job.stage in ("preparing", "downloading") and st.button("Cancel download",
+                                                                                            key="cancel_download"):
             cancel()
 
     panel()
@@ -129,8 +130,8 @@ def wait_for_job(read_job: Callable[[], Any], poll_s: float = 0.1) -> None:
     st.rerun()
 
 
-def render_job_or_outcome(read_job: Callable[[], Any], cancel: Callable[[], None]) -> None:
-    """The running load's progress, or what became of the last one."""
+def render_job_or_outcome(read_job: Callable[[], Any], cancel: Callable[[], None] | None) -> None:
+    """The running load's progress (with Cancel, unless `cancel` is None), or what became of the last one."""
     job = read_job()
     if job is not None and job.running:
         render_job(read_job, cancel)

@@ -12,8 +12,9 @@ from components.markdown import plain
 from model_loader.registry import ADDED_SERVER_PREFIX
 
 
-def render(registry: Any, status: Any, start_load: Callable[[Any], Any]) -> None:
-    """The loaded model's banner, a notice left by the last run, and an offer to switch to a conversation's model."""
+def render(registry: Any, status: Any, start_load: Callable[[Any], Any] | None) -> None:
+    """The loaded model's banner, a notice left by the last run, and an offer to switch to a conversation's model
+    (`start_load` None: this person may not load models, so the offer is to ask an admin)."""
     ready = status.state == "ready" and status.model_id in registry.ids
     chat.render_model_banner(registry.get(status.model_id) if ready else None)
     if status.state == "ready" and str(status.model_id or "").startswith(ADDED_SERVER_PREFIX):
@@ -28,6 +29,8 @@ def render(registry: Any, status: Any, start_load: Callable[[Any], Any]) -> None
         spec = registry.get(held_with)
         st.info(f"This conversation was held with **{spec.name}**; {status.model_name or 'no model'} is loaded now.",
                 icon=":material/swap_horiz:")
-        if st.button(f"Switch to {spec.name}", key="switch_to_conversation_model"):
+        if start_load is None:
+            st.caption(f"Ask an admin to load {spec.name} to go on with it.")
+        elif st.button(f"Switch to {spec.name}", key="switch_to_conversation_model"):
             start_load(spec)
             st.rerun()

@@ -25,6 +25,7 @@ HISTORY_SHOWN = "history_shown"  # how many of the latest messages are drawn (lo
 SYSTEM_PROMPT = "system_prompt"  # the system prompt box (a widget key the journal also sets on reopening)
 PARAMS_FOR_MODEL = "gen_defaults_for"  # the model whose defaults the generation widgets hold
 GATE_OK = "authenticated"  # the page password was given in this session
+REMEMBER_PASS = "remember_password"  # the password was just given: the next run has the browser remember it
 RECORD_ROUTING = "record_routing"  # the sidebar switch: record which experts each token of an answer used
 
 

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One step from schema `version - 1` to `version`; never edit a shipped step, add a new one."""
-
-    version: int
-    summary: str
-    statements: tuple[str, ...]
-
+from common.database import Migration, check_steps
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and their messages", (
@@ -44,22 +33,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "a revision per conversation, so that a tab with a stale view cannot write over another's", (
         "ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
     )),
+    Migration(4, "an owner per conversation (an account's name; none: the one local user of a server without "
+                 "accounts, so every conversation saved before stays where it was)", (
+        "ALTER TABLE conversations ADD COLUMN owner TEXT",
+        "CREATE INDEX conversations_by_owner ON conversations (owner, updated_at DESC)",
+    )),
 )
-LATEST_VERSION = MIGRATIONS[-1].version
-assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1)), "migration versions must be 1, 2, 3..."
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The schema version recorded in the database file (0 for a new, empty file)."""
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def apply_migrations(conn: sqlite3.Connection, from_version: int) -> int:
-    """Run every step above `from_version` on an open transaction (the caller commits); returns the new version."""
-    for step in MIGRATIONS:
-        if step.version > from_version:
-            for statement in step.statements:
-                conn.execute(statement)
-    # user_version lives in the file header and is transactional: it commits or rolls back with the DDL above.
-    conn.execute(f"PRAGMA user_version = {LATEST_VERSION:d}")
-    return LATEST_VERSION
+LATEST_VERSION = check_steps(MIGRATIONS)

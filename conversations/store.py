@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from common.database import Database
 from common.errors import MoEChatError, StaleConversationError, StoreError
 from common.messages import ROLES
 from conversations.export import FORMAT, VERSION, FormatError, parse_document, to_document, to_markdown
-from conversations.migrations import LATEST_VERSION, apply_migrations, schema_version
+from conversations.migrations import MIGRATIONS
 from conversations.records import Conversation, ConversationSummary, StoredMessage
 
 DEFAULT_TITLE = "New chat"
 TITLE_LENGTH = 60
-BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process holding the file before giving up
 CONVERSATION_COLUMNS = "id, title, model_id, system_prompt, params, created_at, updated_at, revision"
 MESSAGE_COLUMNS = "role, content, stats, partial, created_at"
 # A message holds at most this much text: a 32k-token answer is about 130k characters. Longer text (from a server
@@ -83,56 +83,24 @@ def _message(row: tuple) -> StoredMessage:
 class ConversationStore:
     """Conversations and their messages in one SQLite file, shared by every browser session's thread.
 
-    One connection behind a lock: SQLite has a single writer anyway, and the lock makes each method's
-    read-then-write (next position, first-message title) atomic in this process; `BEGIN IMMEDIATE` makes it
-    atomic against other processes sharing the file. The schema is migrated forward on open.
+    Each conversation has an owner: an account's name, or none (the one local user of a server without accounts).
+    A store answers for one owner (`for_owner`): another owner's conversation is simply not found, whatever the
+    operation. The schema is migrated forward on open (common.database).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: no implicit transactions; each method opens its own, explicitly.
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                         check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"Cannot open the conversation database {self.path}: {exc}. Check that the folder is "
-                             f"writable, or set MOE_CHAT_DB to another file.") from exc
-        try:
-            self._open()
-        except BaseException:
-            self._conn.close()
-            raise
+    def __init__(self, path: Path, owner: str | None = None) -> None:
+        self._db = Database(path, MIGRATIONS, "conversation database", "MOE_CHAT_DB")
+        self.path, self.owner = self._db.path, owner
 
-    def _open(self) -> None:
-        try:
-            self._conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
-            # FULL rather than NORMAL: in WAL mode NORMAL survives a crash of the app but may lose the last commits
-            # on power loss or an OS crash; FULL syncs the log at every commit, so a message whose add_message has
-            # returned survives both. One fsync per message costs about a millisecond, nothing beside generation.
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
-            raise self._failure(exc) from exc
-        with self._transaction(write=True) as conn:  # under the write lock: two processes never both migrate
-            version = schema_version(conn)
-            if version > LATEST_VERSION:
-                raise StoreError(f"The conversation database {self.path} has schema version {version}, written by a "
-                                 f"newer moe-chat (this one reads up to {LATEST_VERSION}). Upgrade moe-chat, or set "
-                                 f"MOE_CHAT_DB to another file to keep a separate history.")
-            if version < LATEST_VERSION:
-                try:
-                    apply_migrations(conn, version)
-                except sqlite3.Error as exc:  # the transaction rolls back: the file stays as it was
-                    raise StoreError(f"Could not upgrade the conversation database {self.path} from schema version "
-                                     f"{version} to {LATEST_VERSION}: {exc}. Nothing was changed; keep a copy of the "
-                                     f"file and report this, or set MOE_CHAT_DB to another file.") from exc
+    def for_owner(self, owner: str | None) -> ConversationStore:
+        """The same database, answering for `owner`'s conversations only."""
+        view = copy.copy(self)
+        view.owner = owner
+        return view
 
     def close(self) -> None:
-        """Close the database; the store cannot be used afterwards."""
-        with self._lock:
-            self._conn.close()
+        """Close the database; the store (and every owner's view of it) cannot be used afterwards."""
+        self._db.close()
 
     def __enter__(self) -> ConversationStore:
         return self
@@ -142,29 +110,8 @@ class ConversationStore:
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                # IMMEDIATE takes the write lock up front, so a read-then-write never fails half way with SQLITE_BUSY.
-                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
-
-    def _failure(self, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if "not a database" in text or "malformed" in text:
-            advice = "the file is damaged or not a moe-chat database: move it away, or set MOE_CHAT_DB to another file"
-        elif "locked" in text or "busy" in text:
-            advice = "another program is holding the database; close it and try again"
-        else:
-            advice = "check that the disk has free space and the file is writable, or set MOE_CHAT_DB to another file"
-        return StoreError(f"The conversation database {self.path} failed: {exc}; {advice}.")
+        with self._db.transaction(write) as conn:
+            yield conn
 
     @staticmethod
     def _unknown(conv_id: str) -> StoreError:
@@ -172,21 +119,21 @@ class ConversationStore:
                           f"Pick one from the list or start a new chat.")
 
     def _title_state(self, conn: sqlite3.Connection, conv_id: str) -> tuple[str, bool]:
-        row = conn.execute("SELECT title, title_edited FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        row = conn.execute("SELECT title, title_edited FROM conversations WHERE id = ? AND owner IS ?",
+                           (conv_id, self.owner)).fetchone()
         if row is None:
             raise self._unknown(conv_id)
         return row[0], bool(row[1])
 
-    @staticmethod
-    def _insert_conversation(conn: sqlite3.Connection, title: str, title_edited: bool, model_id: str | None,
+    def _insert_conversation(self, conn: sqlite3.Connection, title: str, title_edited: bool, model_id: str | None,
                              system_prompt: str, params_json: str, created_at: float, updated_at: float) -> str:
         for _ in range(8):
             conv_id = secrets.token_urlsafe(8)  # 11 URL-safe characters, 64 random bits
             if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
                 conn.execute("INSERT INTO conversations (id, title, title_edited, model_id, system_prompt, params, "
-                             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             "created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (conv_id, title, int(title_edited), model_id, system_prompt, params_json, created_at,
-                              updated_at))
+                              updated_at, self.owner))
                 return conv_id
         raise StoreError("Could not find a free conversation id; try again.")  # 8 collisions of 64 random bits
 
@@ -208,7 +155,8 @@ class ConversationStore:
             rows = conn.execute(
                 "SELECT c.id, c.title, c.model_id, c.updated_at, "
                 "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
-                "FROM conversations c ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ?", (limit,)).fetchall()
+                "FROM conversations c WHERE c.owner IS ? ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ?",
+                (self.owner, limit)).fetchall()
         return [ConversationSummary(*row) for row in rows]
 
     def summary(self, conv_id: str) -> ConversationSummary | None:
@@ -217,13 +165,14 @@ class ConversationStore:
             row = conn.execute(
                 "SELECT c.id, c.title, c.model_id, c.updated_at, "
                 "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) "
-                "FROM conversations c WHERE c.id = ?", (conv_id,)).fetchone()
+                "FROM conversations c WHERE c.id = ? AND c.owner IS ?", (conv_id, self.owner)).fetchone()
         return ConversationSummary(*row) if row else None
 
     def get(self, conv_id: str) -> Conversation | None:
         """The conversation with its messages in order, or None if there is no such id."""
         with self._transaction(write=False) as conn:
-            row = conn.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            row = conn.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND owner IS ?",
+                               (conv_id, self.owner)).fetchone()
             if row is None:
                 return None
             messages = conn.execute(f"SELECT {_READ_COLUMNS} FROM messages WHERE conversation_id = :id "
@@ -316,8 +265,8 @@ class ConversationStore:
         params_json = _to_json(params, "params")
         with self._transaction(write=True) as conn:
             changed = conn.execute("UPDATE conversations SET model_id = ?, system_prompt = ?, params = ?, "
-                                   "updated_at = ? WHERE id = ?",
-                                   (model_id, system_prompt, params_json, time.time(), conv_id)).rowcount
+                                   "updated_at = ? WHERE id = ? AND owner IS ?",
+                                   (model_id, system_prompt, params_json, time.time(), conv_id, self.owner)).rowcount
             if not changed:
                 raise self._unknown(conv_id)
 
@@ -327,14 +276,15 @@ class ConversationStore:
         if not named:
             raise StoreError("A conversation title cannot be empty; type a few words.")
         with self._transaction(write=True) as conn:
-            if not conn.execute("UPDATE conversations SET title = ?, title_edited = 1 WHERE id = ?",
-                                (named, conv_id)).rowcount:
+            if not conn.execute("UPDATE conversations SET title = ?, title_edited = 1 WHERE id = ? AND owner IS ?",
+                                (named, conv_id, self.owner)).rowcount:
                 raise self._unknown(conv_id)
 
     def delete(self, conv_id: str) -> None:
         """Delete the conversation and its messages."""
         with self._transaction(write=True) as conn:
-            if not conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount:
+            if not conn.execute("DELETE FROM conversations WHERE id = ? AND owner IS ?",
+                                (conv_id, self.owner)).rowcount:
                 raise self._unknown(conv_id)
 
     def _require(self, conv_id: str) -> Conversation:
@@ -378,3 +328,16 @@ class ConversationStore:
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              [(conv_id, position, *row) for position, row in enumerate(rows)])
         return conv_id
+
+    def count_by_owner(self) -> dict[str | None, int]:
+        """How many conversations each owner has (None: the local user's, from before accounts), for every owner."""
+        with self._transaction(write=False) as conn:
+            return dict(conn.execute("SELECT owner, COUNT(*) FROM conversations GROUP BY owner").fetchall())
+
+    def hand_over(self, to_owner: str) -> int:
+        """Give this store's owner's conversations to `to_owner`; returns how many moved."""
+        if not to_owner:
+            raise StoreError("Conversations are handed to an account: give its name.")
+        with self._transaction(write=True) as conn:
+            return conn.execute("UPDATE conversations SET owner = ? WHERE owner IS ?",
+                                (to_owner, self.owner)).rowcount

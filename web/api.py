@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from accounts.people import Person
 from chat_engine.engine import shared_engine
 from chat_engine.interface import Reply
 from common.errors import (
@@ -38,8 +39,9 @@ from common.errors import (
 )
 from common.settings import Settings
 from web.admission import Admission
-from web.api_request import ApiError, ChatRequest, RequestLimits, bad, bears_key, parse
+from web.api_request import ApiError, ChatRequest, RequestLimits, bad, bearer, parse
 from web.config import app_settings
+from web.identity import identity
 from web.stop_text import StopText
 
 log = logging.getLogger("moe_chat.api")
@@ -50,13 +52,18 @@ DISABLED = ("The API is off: start the app with MOE_CHAT_API_KEY=<a key of your 
             ".streamlit/secrets.toml) and send it as Authorization: Bearer <key>.")
 
 
-def _authorize(request: Request, settings: Settings) -> None:
-    key = settings.api_key  # MOE_CHAT_API_KEY, else api_key in .streamlit/secrets.toml; None: the API is off
-    if not key:
+def authorize(request: Request, settings: Settings) -> Person:
+    """The person a request's key belongs to: an account's own key where people sign in, and MOE_CHAT_API_KEY (the
+    server's admin key) everywhere; without accounts and without that key the API is off."""
+    ident = identity()
+    if not settings.api_key and not ident.signs_in:
         raise ApiError(403, DISABLED, code="api_disabled", kind="permission_error")
-    if not bears_key(request.headers.get("authorization", ""), key):
-        raise ApiError(401, "Invalid API key: send Authorization: Bearer <the app's MOE_CHAT_API_KEY>.",
-                       code="invalid_api_key", kind="authentication_error")
+    person = ident.from_key(bearer(request.headers.get("authorization", "")), settings.api_key)
+    if person is None:
+        whose = "one of your keys (the page's API panel makes them)" if ident.signs_in else "the app's MOE_CHAT_API_KEY"
+        raise ApiError(401, f"Invalid API key: send Authorization: Bearer <{whose}>.", code="invalid_api_key",
+                       kind="authentication_error")
+    return person
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def as_api_error(exc: MoEChatError) -> ApiError:
     return ApiError(http.status, str(exc), param=http.param, code=http.code, kind=http.kind, headers=headers)
 
 
-def _error(exc: ApiError) -> JSONResponse:
+def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -102,9 +109,9 @@ def _not_ready(status: Any) -> ApiError:
 async def models(request: Request) -> Response:
     settings = app_settings()
     try:
-        _authorize(request, settings)
+        authorize(request, settings)
     except ApiError as exc:
-        return _error(exc)
+        return error_response(exc)
     engine = shared_engine(settings)
     status = engine.status()
     data = []
@@ -135,7 +142,7 @@ async def _read(request: Request, limit: int) -> bytes:
     return bytes(raw)
 
 
-async def _body(request: Request, limit: int, timeout_s: float) -> Any:
+async def json_body(request: Request, limit: int, timeout_s: float) -> Any:
     """The JSON body: at most `limit` bytes, all of it within `timeout_s` (a client dripping it is let go)."""
     try:
         raw = await asyncio.wait_for(_read(request, limit), timeout_s)
@@ -328,21 +335,21 @@ async def chat_completions(request: Request) -> Response:
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     client = f"api {request.client.host}" if request.client else "api"
     try:
-        _authorize(request, settings)
+        client = (await run_in_threadpool(authorize, request, settings)).line_client(client)
         limits = _limits(settings)
         async with ADMISSION.enter(client, settings.max_waiting_per_client):
-            body = await _body(request, limits.body_bytes, settings.request_timeout_s)
+            body = await json_body(request, limits.body_bytes, settings.request_timeout_s)
             async with ADMISSION.working():
                 chat, reply, model = await run_in_threadpool(_start, settings, body, client, limits)
     except ApiError as exc:
         log.info("api %s refused: %d %s", request_id, exc.status, exc.code)
-        return _error(exc)
+        return error_response(exc)
     except LineFullError as exc:
         log.info("api %s refused: 429 (requests being read)", request_id)
-        return _error(as_api_error(exc))
+        return error_response(as_api_error(exc))
     except Exception:  # whatever else: still OpenAI's error shape, and the traceback in the log
         log.exception("api %s failed", request_id)
-        return _error(ApiError(500, "The server failed to start this answer; its log says why.",
+        return error_response(ApiError(500, "The server failed to start this answer; its log says why.",
                                code="server_error", kind="server_error"))
     answer = Answer(chat, reply, Pump(reply, asyncio.get_running_loop()))
     if chat.stream:  # the background task also runs when the client left before the first byte
@@ -352,7 +359,7 @@ async def chat_completions(request: Request) -> Response:
     try:
         text = await _whole(answer, request)
     except MoEChatError as exc:
-        return _error(ApiError(500, str(exc), code="generation_failed", kind="server_error"))
+        return error_response(ApiError(500, str(exc), code="generation_failed", kind="server_error"))
     except ClientGone:
         return Response(status_code=499)  # nobody reads it; the answer was stopped
     finally:

@@ -43,9 +43,14 @@ class ApiError(MoEChatError):
         return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
 
 
+def bearer(authorization: str) -> str:
+    """The key of an Authorization header "Bearer <key>" ("" for any other header)."""
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+
+
 def bears_key(authorization: str, key: str | None) -> bool:
     """True when an Authorization header is "Bearer <key>" (compared in constant time: no hints about the key)."""
-    given = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    given = bearer(authorization)
     return bool(key) and hmac.compare_digest(given.encode("utf-8", "replace"), key.strip().encode("utf-8", "replace"))
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from common.settings import Settings
 
-SECRET_FIELDS = ("password", "api_key")
+SECRET_FIELDS = ("password", "api_key", "proxy_secret")
 _lock = threading.Lock()
 _resolved: Settings | None = None
 
@@ -41,7 +41,11 @@ def app_settings() -> Settings:
 
 
 def reset() -> None:
-    """Forget the resolved settings, so the next use reads them again (tests that change the environment)."""
+    """Forget the resolved settings (and the identity source chosen from them), so the next use reads them again
+    (tests that change the environment)."""
     global _resolved
     with _lock:
         _resolved = None
+    from web import identity  # chosen from these settings; imports this module
+
+    identity.reset()

@@ -3,8 +3,9 @@
 - File uploads are refused for browser sessions that have not passed the password gate: Streamlit accepts a PUT to
   /_stcore/upload_file/<session id>/<file id> from any connected session and keeps the file in memory, so a stranger
   could pin memory before giving any password.
-- /_stcore/metrics (Streamlit's Prometheus counters) is refused when the page has a password, unless the request
-  bears the API key: it tells a stranger how many sessions are open and how busy the server is.
+- /_stcore/metrics (Streamlit's Prometheus counters) is refused when the page has a password or sign-in, unless the
+  request bears the API key (or an admin's key): it tells a stranger how many sessions are open and how busy the
+  server is.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 import logging
 
 from common import sessions
-from web.api_request import bears_key
+from web.api_request import bearer
 from web.config import app_settings
+from web.identity import identity
 
 log = logging.getLogger(__name__)
 UPLOAD_PREFIX = "/_stcore/upload_file/"
@@ -47,8 +49,10 @@ class UploadGuard:
             elif path.rstrip("/").endswith(METRICS_PATH):
                 settings = app_settings()
                 authorization = next((v for k, v in scope.get("headers") or [] if k == b"authorization"), b"")
-                if settings.password and not bears_key(authorization.decode("latin1"), settings.api_key):
-                    await _refuse(send, 403, "The server's metrics need the API key (Authorization: Bearer <key>) "
-                                             "when the page has a password.")
+                ident = identity()
+                person = ident.from_key(bearer(authorization.decode("latin1")), settings.api_key)
+                if (settings.password or ident.signs_in) and (person is None or not person.is_admin):
+                    await _refuse(send, 403, "The server's metrics need the API key, or an admin's key where people "
+                                             "sign in (Authorization: Bearer <key>), when the page has a password.")
                     return
         await self.app(scope, receive, send)

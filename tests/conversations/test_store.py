@@ -295,7 +295,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path):
         assert shape(store.get("old-chat_1"))[-1] == ("assistant", "a new answer", {"tokens": 3}, True)
         assert store.get("old-chat_1").title == "From last year"
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 4
     raw.close()
     ConversationStore(db).close()  # opening an up-to-date database again changes nothing
 

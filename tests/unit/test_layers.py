@@ -18,8 +18,9 @@ LAYERS = {
     "model_loader": {"common"},
     "planner": {"common", "model_loader"},
     "chat_engine": {"common", "model_loader"},
-    "components": {"common", "conversations", "chat_engine", "model_loader"},
-    "web": {"common", "chat_engine", "model_loader"},
+    "accounts": {"common", "conversations"},
+    "components": {"common", "conversations", "chat_engine", "model_loader", "accounts"},
+    "web": {"common", "chat_engine", "model_loader", "accounts"},
     "doctor": {"common", "model_loader", "planner"},
 }
 # What of the engine the page may see: the seam and its value types, never a backend or the Engine class.

@@ -1,0 +1,135 @@
+"""Who a request or a page belongs to: the identity source chosen at the server's start, and the person a session
+cookie, a trusted proxy's header, Streamlit's OIDC user or an API key names."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from accounts.passwords import dummy_hash
+from accounts.people import ACCOUNTS, LOCAL, NONE, OIDC, PROXY, Person, choose_mode
+from accounts.store import AccountStore
+from common.errors import MoEChatError
+from common.guesses import GuessThrottle
+from web.config import app_settings
+
+log = logging.getLogger("moe_chat.identity")
+SESSION_COOKIE = "moe_chat_session"
+PROXY_SECRET_HEADER = "x-moe-chat-proxy-secret"
+SIGN_IN_THROTTLE = GuessThrottle()  # per account and per address, and the server-wide pace of comparisons
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The server's identity source and what it needs; `accounts` is None only in the no-accounts mode."""
+
+    mode: str
+    accounts: AccountStore | None
+    proxy_header: str = ""  # lower case, as ASGI gives header names
+    proxy_secret: str | None = None
+    sign_in_s: float = 14 * 86400.0
+
+    @property
+    def signs_in(self) -> bool:
+        """Whether people have names here (anything but the one local user)."""
+        return self.mode != NONE
+
+    def from_cookie(self, cookies: Mapping[str, str]) -> Person | None:
+        """The person a session cookie signs in (accounts mode)."""
+        if self.accounts is None:
+            return None
+        account = self.accounts.signed_in(cookies.get(SESSION_COOKIE))
+        return Person(account.name, account.role) if account else None
+
+    def from_proxy(self, headers: Mapping[str, str]) -> Person | None:
+        """The person the proxy named (proxy mode; a header without the secret was already taken off)."""
+        name = headers.get(self.proxy_header, "").strip()
+        if self.accounts is None or not name:
+            return None
+        try:  # one read per request; a write only the first time a name is seen
+            account = self.accounts.get(name) or self.accounts.ensure(name)
+        except MoEChatError as exc:
+            log.warning("the proxy named someone who cannot have an account: %s", exc)
+            return None
+        return None if account.disabled else Person(account.name, account.role)
+
+    def from_oidc(self, email: str | None) -> Person | None:
+        """The person Streamlit's identity provider signed in (OIDC mode)."""
+        if self.accounts is None or not email:
+            return None
+        account = self.accounts.get(email) or self.accounts.ensure(email)
+        return None if account.disabled else Person(account.name, account.role)
+
+    def from_key(self, key: str, shared_key: str | None) -> Person | None:
+        """The person an API key belongs to: an account's key, or MOE_CHAT_API_KEY (the server's admin key)."""
+        if shared_key and hmac.compare_digest(key.encode(), shared_key.encode()):
+            return LOCAL if self.mode == NONE else Person("api", "admin")
+        if self.accounts is None:
+            return None
+        account = self.accounts.key_owner(key)
+        return Person(account.name, account.role) if account else None
+
+    def proxy_headers_believed(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """`headers` without the secret, and without the person's header unless the secret came with it."""
+        if self.mode != PROXY:
+            return headers
+        secret_name, user_name = PROXY_SECRET_HEADER.encode(), self.proxy_header.encode()
+        given = next((v for k, v in headers if k.lower() == secret_name), None)
+        believed = given is not None and hmac.compare_digest(given, (self.proxy_secret or "").encode())
+        kept = [(k, v) for k, v in headers if k.lower() != secret_name and (believed or k.lower() != user_name)]
+        if not believed and len(kept) != len(headers):
+            log.warning("ignored a %s header that came without the proxy's secret", self.proxy_header)
+        return kept
+
+
+def oidc_configured() -> bool:
+    """Whether Streamlit's secrets.toml has an [auth] section (then st.login signs people in)."""
+    try:
+        import streamlit as st
+
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def resolve_identity() -> Identity:
+    settings = app_settings()
+    path = settings.accounts_file()
+    proxy, oidc = settings.proxy_configured(), oidc_configured()
+    # Only open (and so create) the accounts file where it is needed: a server without accounts writes nothing.
+    store = AccountStore(path) if proxy or oidc or path.exists() else None
+    mode = choose_mode(proxy, oidc, store is not None and store.has_built_in())
+    if mode == NONE and store is not None:
+        store.close()
+        store = None
+    if mode == ACCOUNTS:  # the first wrong name would otherwise take twice as long as a wrong password
+        threading.Thread(target=dummy_hash, name="moe-chat-dummy-hash", daemon=True).start()
+    log.info("identity: %s", {PROXY: f"the proxy's {settings.proxy_user_header} header", OIDC: "st.login (OIDC)",
+                              ACCOUNTS: f"built-in accounts in {path}", NONE: "none (one local user)"}[mode])
+    return Identity(mode, store, settings.proxy_user_header.strip().lower(), settings.proxy_secret,
+                    settings.sign_in_days * 86400.0)
+
+
+_lock = threading.Lock()
+_identity: Identity | None = None
+
+
+def identity() -> Identity:
+    """The server's identity source: chosen on first use (the server's start), the same afterwards."""
+    global _identity
+    with _lock:
+        if _identity is None:
+            _identity = resolve_identity()
+        return _identity
+
+
+def reset() -> None:
+    """Choose again on next use (tests that change the settings)."""
+    global _identity
+    with _lock:
+        if _identity is not None and _identity.accounts is not None:
+            _identity.accounts.close()
+        _identity = None
