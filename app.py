@@ -14,6 +14,7 @@ from common import sessions
 from common.errors import MoEChatError
 from common.settings import Settings, cache_dir_origin
 from components import (
+    account_admin,
     account_panel,
     api_panel,
     conversations,
@@ -125,7 +126,8 @@ def who_is_here(settings: Settings, session_id: str) -> Person | None:
     if ident.mode == PROXY:
         person = ident.from_proxy({k.lower(): v for k, v in st.context.headers.items()})
     elif ident.mode == OIDC:
-        person = ident.from_oidc(st.user.get("email") if st.user.get("is_logged_in") else None)
+        person = ident.from_oidc(st.user.get("email") if st.user.get("is_logged_in") else None,
+                                 st.user.get("email_verified"))
     else:
         person = ident.from_cookie(st.context.cookies)
     if person is None:
@@ -205,6 +207,22 @@ def account_keys(person: Person) -> api_panel.KeyActions | None:
                                 revoke=lambda key_id: accounts.revoke_key(name, key_id))
 
 
+def account_actions(person: Person) -> account_admin.AccountActions | None:
+    """What an admin's page may do to accounts, each checked again where it is done (None: not an admin's page)."""
+    accounts = identity().accounts
+    if accounts is None or person.name is None or not person.may("manage_accounts"):
+        return None
+
+    def checked(action: Callable) -> Callable:
+        def run(*args: object) -> object:
+            person.require("manage_accounts")
+            return action(*args)
+        return run
+
+    return account_admin.AccountActions(list_accounts=accounts.accounts, set_disabled=checked(accounts.set_disabled),
+                                        set_role=checked(accounts.set_role))
+
+
 def main() -> None:
     st.set_page_config(page_title="MoE Chat", page_icon="💬", layout="wide")
     settings = get_settings()
@@ -236,6 +254,8 @@ def main() -> None:
         sidebar.render_downloads(settings.cache_dir, disk_room(settings.cache_dir).free_bytes, cache_dir_origin())
         api_panel.render(enabled=bool(settings.api_key) or identity().signs_in, model_id=engine.status().model_id,
                          keys=account_keys(person))
+        if (actions := account_actions(person)) is not None:
+            account_admin.render(person.name, actions)
 
     status = engine.status()
     loaded_spec = registry.get(status.model_id) if status.model_id in registry.ids else None

@@ -37,12 +37,15 @@ class GuessThrottle:
         delay = min(self.max_s, self.base_s * 2 ** min(count - self.free, 30))
         return max(0.0, last + delay - self.clock())
 
-    def pace(self) -> float:
-        """Take the next of the server's comparison slots: the seconds to wait before comparing (0: now)."""
+    def pace(self, max_wait_s: float = float("inf")) -> float:
+        """Take the next of the server's comparison slots: the seconds to wait before comparing (0: now). A try
+        that would wait more than `max_wait_s` takes no slot (it is refused), so a flood of refused tries does not
+        push everyone's turn further out once it stops."""
         with self._lock:
             now = self.clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + 1.0 / self.per_second
+            if slot - now <= max_wait_s:
+                self._next_slot = slot + 1.0 / self.per_second
             return slot - now
 
     def begin(self, keys: Iterable[Hashable]) -> float:

@@ -62,7 +62,7 @@ def render(expected: str | None, session_id: str, remembered: bool = False,
         if wait > 0:  # not even compared: guessing gets slower with every wrong try
             st.error(f"Too many wrong passwords: try again in {wait:.0f} s.", icon=":material/lock:")
             return False
-        turn = THROTTLE.pace()
+        turn = THROTTLE.pace(MAX_PACE_WAIT_S)
         if turn > MAX_PACE_WAIT_S:
             st.error(f"Many passwords are being tried on this server right now: try again in {turn:.0f} s.",
                      icon=":material/lock:")

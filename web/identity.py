@@ -19,7 +19,9 @@ from web.config import app_settings
 log = logging.getLogger("moe_chat.identity")
 SESSION_COOKIE = "moe_chat_session"
 PROXY_SECRET_HEADER = "x-moe-chat-proxy-secret"
-SIGN_IN_THROTTLE = GuessThrottle()  # per account and per address, and the server-wide pace of comparisons
+SIGN_IN_THROTTLE = GuessThrottle()  # per account from one address, per address, and the server-wide pace
+ACCOUNT_MAX_WAIT_S = 30.0
+ACCOUNT_THROTTLE = GuessThrottle(max_s=ACCOUNT_MAX_WAIT_S)  # per account from anywhere: slows, never locks out
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,18 @@ class Identity:
             return None
         return None if account.disabled else Person(account.name, account.role)
 
-    def from_oidc(self, email: str | None) -> Person | None:
-        """The person Streamlit's identity provider signed in (OIDC mode)."""
-        if self.accounts is None or not email:
+    def from_oidc(self, email: str | None, verified: object = None) -> Person | None:
+        """The person Streamlit's identity provider signed in (OIDC mode), known by their e-mail address, unless the
+        provider says it has not verified that address (anyone could then claim an admin's)."""
+        if self.accounts is None or not email or verified is False:
             return None
         account = self.accounts.get(email) or self.accounts.ensure(email)
         return None if account.disabled else Person(account.name, account.role)
 
     def from_key(self, key: str, shared_key: str | None) -> Person | None:
         """The person an API key belongs to: an account's key, or MOE_CHAT_API_KEY (the server's admin key)."""
-        if shared_key and hmac.compare_digest(key.encode(), shared_key.encode()):
+        key = key.strip()
+        if shared_key and hmac.compare_digest(key.encode(), shared_key.strip().encode()):
             return LOCAL if self.mode == NONE else Person("api", "admin")
         if self.accounts is None:
             return None

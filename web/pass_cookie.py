@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from web.config import app_settings
+from web.signin import over_https
 
 PASS_COOKIE = "moe_chat_pass"
 PASS_PATH = "/signin/pass"
@@ -40,7 +41,7 @@ def remembered(cookie: str | None, password: str | None) -> bool:
     if not cookie or not password or "." not in cookie:
         return False
     expires, _, signature = cookie.partition(".")
-    if not expires.isdigit() or int(expires) < time.time():
+    if not expires.isdigit() or len(expires) > 12 or int(expires) < time.time():
         return False
     return hmac.compare_digest(signature, _signature(password, int(expires)))
 
@@ -71,7 +72,7 @@ async def trade_ticket(request: Request) -> Response:
     response = Response(status_code=204)
     lifetime = settings.sign_in_days * 86400.0
     response.set_cookie(PASS_COOKIE, pass_cookie(settings.password, lifetime), max_age=int(lifetime), path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                        httponly=True, samesite="strict", secure=over_https(request))
     return response
 
 

@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from accounts.people import ACCOUNTS, PROXY
 from accounts.store import account_name
-from common.errors import StoreError
-from web.identity import SESSION_COOKIE, SIGN_IN_THROTTLE, identity
+from common.errors import MoEChatError, StoreError
+from web.identity import ACCOUNT_THROTTLE, SESSION_COOKIE, SIGN_IN_THROTTLE, identity
 
 log = logging.getLogger("moe_chat.signin")
 SIGN_IN_PATH, SIGN_OUT_PATH = "/signin", "/signout"
@@ -65,10 +65,19 @@ def _tunnel_or_none(host: str | None) -> str | None:
         return None
 
 
+def over_https(request: Request) -> bool:
+    """Whether the browser reached the app over https: directly, or through a trusted proxy that says so (forwarded
+    headers from anywhere else were already dropped by web.connections.PeerAddress)."""
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+
+
 def _cross_site(request: Request) -> bool:
     """A form posted from another site's page (login or logout forgery): its Origin names another host."""
     origin = request.headers.get("origin")
-    return bool(origin) and origin != "null" and urlparse(origin).netloc != request.headers.get("host", "")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return True
+    # "null": a sandboxed frame's form, which can still navigate the whole tab (and so carry a Lax cookie)
+    return bool(origin) and (origin == "null" or urlparse(origin).netloc != request.headers.get("host", ""))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -108,26 +117,31 @@ async def sign_in(request: Request) -> Response:
     except StoreError:
         key_name = given_name.strip().lower()[:128]
     address = _tunnel_or_none(request.client.host if request.client else None)
-    keys = [("account", key_name)] + ([("address", address)] if address else [])
-    wait = SIGN_IN_THROTTLE.begin(keys)
+    # Wrong tries slow down this name from this address, and this address, the usual way (2 s, 4 s, ... 5 min); and
+    # the name from anywhere (a tunnel's users have no address of their own), but only up to ACCOUNT_MAX_WAIT_S, so
+    # a stranger guessing at it delays its owner by half a minute at most rather than locking them out.
+    keys = [("account", f"{key_name} from {address}"), ("address", address)] if address else []
+    wait = max(SIGN_IN_THROTTLE.begin(keys), ACCOUNT_THROTTLE.begin([("account", key_name)]))
     if wait > 0:
         return sign_in_form(f"Too many wrong passwords for this name or address: try again in {wait:.0f} s.",
                             given_name, 429)
-    turn = SIGN_IN_THROTTLE.pace()
+    turn = SIGN_IN_THROTTLE.pace(MAX_PACE_WAIT_S)
     if turn > MAX_PACE_WAIT_S:
         return sign_in_form(f"Many sign-ins are being tried right now: try again in {turn:.0f} s.", given_name, 429)
     await asyncio.sleep(turn)
     account, reason = await run_in_threadpool(ident.accounts.check_password, given_name, password)
     if account is None:
         SIGN_IN_THROTTLE.failed(keys, "sign-in password")
+        ACCOUNT_THROTTLE.failed([("account", key_name)], "sign-in password, from anywhere")
         log.warning("sign-in refused for %r from %s: %s", key_name[:64], address or "a tunnel or this machine", reason)
         return sign_in_form("Wrong name or password.", given_name, 401)
     SIGN_IN_THROTTLE.succeeded(keys)
+    ACCOUNT_THROTTLE.succeeded([("account", key_name)])
     token = await run_in_threadpool(ident.accounts.start_sign_in, account.name, ident.sign_in_s)
     log.info("%s signed in from %s", account.name, address or "a tunnel or this machine")
     response = RedirectResponse("./", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=int(ident.sign_in_s), path="/", httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")
+                        samesite="lax", secure=over_https(request))
     return response
 
 
@@ -175,7 +189,16 @@ class SignInGuard:
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        ident = identity()
+        try:
+            ident = identity()
+        except MoEChatError as exc:  # e.g. a proxy header without its secret: say so on every request
+            log.error("no identity source: %s", exc)
+            if scope["type"] == "websocket":
+                await receive()
+                await send({"type": "websocket.close", "code": REFUSED_WEBSOCKET})
+            else:
+                await Response(str(exc), status_code=500)(scope, receive, send)
+            return
         if ident.mode == PROXY:
             scope = dict(scope, headers=ident.proxy_headers_believed(list(scope.get("headers") or [])))
         path = scope.get("path", "")

@@ -73,3 +73,18 @@ def test_a_person_makes_an_api_key_that_is_shown_once_and_revokes_it(people):
     assert any("**laptop**" in c.value and "revoked" in c.value for c in user.sidebar.caption)
     with AccountStore(identity.identity().accounts.path) as accounts:
         assert accounts.key_owner(shown[0]) is None
+
+
+def test_an_admin_disables_a_user_who_is_then_signed_out_and_only_an_admin_sees_the_accounts(people):
+    _, as_person = people
+    user = as_person(BOB)
+    assert not [b for b in user.sidebar.button if b.key.startswith("account_")]
+    admin = as_person(ADA)
+    assert not [b for b in admin.sidebar.button if b.key == f"account_disable_{ADA}"]  # not one's own
+    admin.button(key=f"account_disable_{BOB}").click().run()
+    assert any(f"**{BOB}** · user · disabled" in c.value for c in admin.sidebar.caption)
+    user.run()
+    assert not user.chat_input and user.button(key="oidc_sign_in")  # a disabled person is signed out
+    admin.button(key=f"account_disable_{BOB}").click().run()
+    admin.button(key=f"account_role_{BOB}").click().run()
+    assert any(f"**{BOB}** · admin · active" in c.value for c in admin.sidebar.caption)

@@ -71,6 +71,9 @@ def test_before_sign_in_only_the_form_is_served(accounts_server):
     unknown = http(url + "/signin", data=b"name=nobody&password=not-it-at-all")
     assert unknown[0] == 401 and b"Wrong name or password" in unknown[2]  # the same answer: no name is told
     assert "sign-in refused for 'nobody'" in accounts_server["log"].read_text()  # the reason is in the log
+    for forged in ({"Origin": "null"}, {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, _, _ = http(url + "/signin", data=b"name=ada&password=ada-password-1", headers=forged)
+        assert status == 403, forged  # another site's form cannot sign anyone in (or out)
     tries = [http(url + "/signin", data=b"name=mallory&password=guess-number-" + bytes([48 + i]))[0]
              for i in range(4)]
     assert tries == [401, 401, 401, 429]  # after three wrong passwords for a name, the next waits

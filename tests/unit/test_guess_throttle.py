@@ -45,3 +45,12 @@ def test_what_is_remembered_is_bounded():
     for i in range(1000):
         throttle.failed(throttle_keys(f"tab-{i}", None))
     assert throttle.counted == 100
+
+
+def test_a_flood_of_tries_refused_for_their_wait_does_not_push_the_next_try_further_out():
+    now = [0.0]
+    throttle = GuessThrottle(per_second=2.0, clock=lambda: now[0])
+    waits = [throttle.pace(max_wait_s=5.0) for _ in range(1000)]
+    assert waits[:11] == [i / 2 for i in range(11)] and set(waits[11:]) == {5.5}  # eleven slots taken, then none
+    now[0] = 6.0  # the flood has stopped
+    assert throttle.pace(max_wait_s=5.0) == 0.0
