@@ -5,13 +5,14 @@ the API both use that one value, so the shared engine sees the same settings fro
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Generic, TypeVar
 
 from common.settings import Settings
 
 SECRET_FIELDS = ("password", "api_key", "proxy_secret")
-_lock = threading.Lock()
-_resolved: Settings | None = None
+T = TypeVar("T")
 
 
 def read_secrets() -> dict[str, str]:
@@ -31,21 +32,40 @@ def resolve_settings() -> Settings:
     return replace(settings, **{name: getattr(settings, name) or secrets.get(name) for name in SECRET_FIELDS})
 
 
+class OncePerProcess(Generic[T]):
+    """A value of the server process made on first use (the server's start) and the same afterwards, until
+    `reset()` (tests that change the environment); `forget` releases what a reset value held."""
+
+    def __init__(self, make: Callable[[], T], forget: Callable[[T], None] | None = None) -> None:
+        self._make, self._forget = make, forget
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._value is not None and self._forget is not None:
+                self._forget(self._value)
+            self._value = None
+
+
+_SETTINGS = OncePerProcess(resolve_settings)
+
+
 def app_settings() -> Settings:
     """The process's settings: resolved on first use (the server's start), the same value afterwards."""
-    global _resolved
-    with _lock:
-        if _resolved is None:
-            _resolved = resolve_settings()
-        return _resolved
+    return _SETTINGS.get()
 
 
 def reset() -> None:
     """Forget the resolved settings (and the identity source chosen from them), so the next use reads them again
     (tests that change the environment)."""
-    global _resolved
-    with _lock:
-        _resolved = None
+    _SETTINGS.reset()
     from web import identity  # chosen from these settings; imports this module
 
     identity.reset()

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from accounts.passwords import dummy_hash
 from accounts.people import ACCOUNTS, LOCAL, NONE, OIDC, PROXY, Person, choose_mode
+from accounts.records import Account
 from accounts.store import AccountStore
 from common.errors import MoEChatError
 from common.guesses import GuessThrottle
-from web.config import app_settings
+from web.config import OncePerProcess, app_settings
 
 log = logging.getLogger("moe_chat.identity")
 SESSION_COOKIE = "moe_chat_session"
@@ -22,6 +23,11 @@ PROXY_SECRET_HEADER = "x-moe-chat-proxy-secret"
 SIGN_IN_THROTTLE = GuessThrottle()  # per account from one address, per address, and the server-wide pace
 ACCOUNT_MAX_WAIT_S = 30.0
 ACCOUNT_THROTTLE = GuessThrottle(max_s=ACCOUNT_MAX_WAIT_S)  # per account from anywhere: slows, never locks out
+
+
+def _person(account: Account | None) -> Person | None:
+    """The person an account is, if it may sign in now (a disabled account is nobody)."""
+    return Person(account.name, account.role) if account is not None and not account.disabled else None
 
 
 @dataclass(frozen=True)
@@ -43,28 +49,26 @@ class Identity:
         """The person a session cookie signs in (accounts mode)."""
         if self.accounts is None:
             return None
-        account = self.accounts.signed_in(cookies.get(SESSION_COOKIE))
-        return Person(account.name, account.role) if account else None
+        return _person(self.accounts.signed_in(cookies.get(SESSION_COOKIE)))
 
     def from_proxy(self, headers: Mapping[str, str]) -> Person | None:
         """The person the proxy named (proxy mode; a header without the secret was already taken off)."""
-        name = headers.get(self.proxy_header, "").strip()
-        if self.accounts is None or not name:
-            return None
-        try:  # one read per request; a write only the first time a name is seen
-            account = self.accounts.get(name) or self.accounts.ensure(name)
-        except MoEChatError as exc:
-            log.warning("the proxy named someone who cannot have an account: %s", exc)
-            return None
-        return None if account.disabled else Person(account.name, account.role)
+        return self._named(headers.get(self.proxy_header, "").strip(), "the proxy")
 
     def from_oidc(self, email: str | None, verified: object = None) -> Person | None:
         """The person Streamlit's identity provider signed in (OIDC mode), known by their e-mail address, unless the
         provider says it has not verified that address (anyone could then claim an admin's)."""
-        if self.accounts is None or not email or verified is False:
+        return None if verified is False else self._named(email or "", "the identity provider")
+
+    def _named(self, name: str, by: str) -> Person | None:
+        """The person `by` named: their account, made (as a user) the first time the name is seen."""
+        if self.accounts is None or not name:
             return None
-        account = self.accounts.get(email) or self.accounts.ensure(email)
-        return None if account.disabled else Person(account.name, account.role)
+        try:  # one read per request; a write only the first time a name is seen
+            return _person(self.accounts.get(name) or self.accounts.ensure(name))
+        except MoEChatError as exc:
+            log.warning("%s named someone who cannot have an account: %s", by, exc)
+            return None
 
     def from_key(self, key: str, shared_key: str | None) -> Person | None:
         """The person an API key belongs to: an account's key, or MOE_CHAT_API_KEY (the server's admin key)."""
@@ -73,8 +77,7 @@ class Identity:
             return LOCAL if self.mode == NONE else Person("api", "admin")
         if self.accounts is None:
             return None
-        account = self.accounts.key_owner(key)
-        return Person(account.name, account.role) if account else None
+        return _person(self.accounts.key_owner(key))
 
     def proxy_headers_believed(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """`headers` without the secret, and without the person's header unless the secret came with it."""
@@ -117,23 +120,19 @@ def resolve_identity() -> Identity:
                     settings.sign_in_days * 86400.0)
 
 
-_lock = threading.Lock()
-_identity: Identity | None = None
+def _close(chosen: Identity) -> None:
+    if chosen.accounts is not None:
+        chosen.accounts.close()
+
+
+_IDENTITY = OncePerProcess(resolve_identity, forget=_close)
 
 
 def identity() -> Identity:
     """The server's identity source: chosen on first use (the server's start), the same afterwards."""
-    global _identity
-    with _lock:
-        if _identity is None:
-            _identity = resolve_identity()
-        return _identity
+    return _IDENTITY.get()
 
 
 def reset() -> None:
     """Choose again on next use (tests that change the settings)."""
-    global _identity
-    with _lock:
-        if _identity is not None and _identity.accounts is not None:
-            _identity.accounts.close()
-        _identity = None
+    _IDENTITY.reset()
