@@ -1,15 +1,18 @@
 """The conversation exchange formats: a versioned JSON document (export and validated import) and Markdown.
 
-JSON shape, version 1 (`FORMAT`, `VERSION`)::
+JSON shape, version 2 (`FORMAT`, `VERSION`): every branch of the conversation, and the message it was left at::
 
-    {"format": "moe-chat/conversation", "version": 1,
+    {"format": "moe-chat/conversation", "version": 2,
      "title": str, "model_id": str | null, "system_prompt": str, "params": {...},
      "created_at": "2024-05-01T12:00:00+00:00",          # ISO 8601, UTC
-     "messages": [{"role": "user" | "assistant" | "system", "content": str,
+     "active": 4,                                         # the id of the message the conversation was left at
+     "messages": [{"id": 1, "parent": null,               # parents come before their children
+                   "role": "user" | "assistant" | "system", "content": str,
                    "stats": {...} | null, "partial": bool}]}
 
-On import only "format", "version" and "messages" (each with "role" and "content") are required; unknown keys are
-refused so that a file of another kind is not half-read.
+Version 1 (before branches) had no "id", "parent" or "active": its messages are one branch, in order, and import
+as such. On import only "format", "version" and "messages" (each with "role" and "content", and in version 2 "id")
+are required; unknown keys are refused so that a file of another kind is not half-read.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import ROLES
-from conversations.records import AnswerStats, Conversation
+from conversations.records import AnswerStats, Conversation, StoredMessage
+from conversations.tree import tree_problems
 
-FORMAT, VERSION = "moe-chat/conversation", 1
-DOCUMENT_KEYS = {"format", "version", "title", "model_id", "system_prompt", "params", "created_at", "messages"}
-MESSAGE_KEYS = {"role", "content", "stats", "partial"}
+FORMAT, VERSION = "moe-chat/conversation", 2
+DOCUMENT_KEYS = {1: {"format", "version", "title", "model_id", "system_prompt", "params", "created_at", "messages"}}
+DOCUMENT_KEYS[2] = DOCUMENT_KEYS[1] | {"active"}
+MESSAGE_KEYS = {1: {"role", "content", "stats", "partial"}}
+MESSAGE_KEYS[2] = MESSAGE_KEYS[1] | {"id", "parent"}
 MAX_MESSAGES = 10_000  # an import larger than this is refused (the page draws the latest messages anyway)
 MAX_TEXT_CHARS = 8_000_000  # all the texts of an import together
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
@@ -43,6 +49,8 @@ class DocumentMessage:
     content: str
     stats: dict[str, Any] | None
     partial: bool
+    id: Any = None  # the file's own id for it (version 2), and its parent's
+    parent: Any = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class Document:
     system_prompt: str
     params: dict[str, Any]
     created_at: float | None
-    messages: tuple[DocumentMessage, ...]
+    messages: tuple[DocumentMessage, ...]  # parents before their children
+    active: Any = None  # the id of the message the conversation was left at
 
 
 def iso_time(timestamp: float) -> str:
@@ -62,15 +71,18 @@ def iso_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
 
-def to_document(conversation: Conversation) -> dict[str, Any]:
-    """The JSON-ready document for a conversation."""
+def to_document(conversation: Conversation, every: tuple[StoredMessage, ...]) -> dict[str, Any]:
+    """The JSON-ready document for a conversation and all its messages (`every`, in id order); the file numbers
+    them 1, 2, 3... in that order."""
+    number = {m.id: n for n, m in enumerate(every, start=1)}
     return {
         "format": FORMAT, "version": VERSION,
         "title": conversation.title, "model_id": conversation.model_id,
         "system_prompt": conversation.system_prompt, "params": dict(conversation.params),
         "created_at": iso_time(conversation.created_at),
-        "messages": [{"role": m.role, "content": m.content, "stats": m.stats, "partial": m.partial}
-                     for m in conversation.messages],
+        "active": number.get(conversation.active_leaf),
+        "messages": [{"id": number[m.id], "parent": number.get(m.parent_id), "role": m.role, "content": m.content,
+                      "stats": m.stats, "partial": m.partial} for m in every],
     }
 
 
@@ -99,11 +111,21 @@ def _text(value: str, where: str) -> str:
     return value
 
 
-def _parse_message(index: int, data: Any) -> DocumentMessage:
+def _is_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and 0 < len(value) <= 64)
+
+
+def _parse_message(index: int, data: Any, version: int) -> DocumentMessage:
     where = f"message {index}"
     _check(isinstance(data, Mapping), f"{where} must be an object with role and content; got {type(data).__name__}")
-    unknown = set(data) - MESSAGE_KEYS
-    _check(not unknown, f"{where} has unknown keys {sorted(unknown)}; known: {sorted(MESSAGE_KEYS)}")
+    unknown = set(data) - MESSAGE_KEYS[version]
+    _check(not unknown, f"{where} has unknown keys {sorted(unknown)}; known: {sorted(MESSAGE_KEYS[version])}")
+    if version == 1:  # one branch: each message follows the one before
+        message_id, parent = index, (index - 1 if index else None)
+    else:
+        message_id, parent = data.get("id"), data.get("parent")
+        _check(_is_id(message_id), f"{where}: id must be a number or a short string; got {message_id!r}")
+        _check(parent is None or _is_id(parent), f"{where}: parent must be an id or null; got {parent!r}")
     role, content = data.get("role"), data.get("content")
     stats, partial = data.get("stats"), data.get("partial", False)
     _check(role in ROLES, f"{where}: role must be one of {list(ROLES)}; got {role!r}")
@@ -117,7 +139,7 @@ def _parse_message(index: int, data: Any) -> DocumentMessage:
             if isinstance(value, str):
                 _text(value, f"{where}: stats {key!r}")
     return DocumentMessage(role, _text(content, f"{where}: content"), dict(stats) if stats is not None else None,
-                           partial)
+                           partial, message_id, parent)
 
 
 def parse_document(data: Any) -> Document:
@@ -128,9 +150,10 @@ def parse_document(data: Any) -> Document:
     _check(isinstance(version, int) and not isinstance(version, bool), f"'version' must be a number; got {version!r}")
     _check(version <= VERSION, f"it is format version {version}, written by a newer moe-chat (this one reads "
                                f"up to {VERSION}); upgrade moe-chat to import it")
-    _check(version == VERSION, f"unknown format version {version}; this moe-chat reads version {VERSION}")
-    unknown = set(data) - DOCUMENT_KEYS
-    _check(not unknown, f"unknown keys {sorted(unknown)}; known: {sorted(DOCUMENT_KEYS)}")
+    _check(version in DOCUMENT_KEYS, f"unknown format version {version}; this moe-chat reads versions "
+                                     f"{sorted(DOCUMENT_KEYS)}")
+    unknown = set(data) - DOCUMENT_KEYS[version]
+    _check(not unknown, f"unknown keys {sorted(unknown)}; known: {sorted(DOCUMENT_KEYS[version])}")
     title, model_id = data.get("title"), data.get("model_id")
     system_prompt, params = data.get("system_prompt", ""), data.get("params", {})
     _check(title is None or isinstance(title, str), f"'title' must be a string; got {title!r}")
@@ -148,9 +171,12 @@ def parse_document(data: Any) -> Document:
     total = sum(len(m.get("content", "")) for m in messages if isinstance(m, Mapping)
                 and isinstance(m.get("content"), str))
     _check(total <= MAX_TEXT_CHARS, f"its messages hold {total:,} characters; at most {MAX_TEXT_CHARS:,} are imported")
+    parsed = tuple(_parse_message(i, m, version) for i, m in enumerate(messages))
+    active = data.get("active") if version > 1 else (parsed[-1].id if parsed else None)
+    problems = tree_problems([m.id for m in parsed], [m.parent for m in parsed], active)
+    _check(not problems, "; ".join(problems))
     return Document(title=title, model_id=model_id, system_prompt=system_prompt, params=dict(params),
-                    created_at=_parse_time(data.get("created_at")),
-                    messages=tuple(_parse_message(i, m) for i, m in enumerate(messages)))
+                    created_at=_parse_time(data.get("created_at")), messages=parsed, active=active)
 
 
 def _unclosed_fence(text: str) -> str | None:
@@ -170,10 +196,16 @@ def _unclosed_fence(text: str) -> str | None:
 
 
 def to_markdown(conversation: Conversation) -> str:
-    """A readable Markdown page: title, model, system prompt, then each message under its role."""
+    """A readable Markdown page: title, model, system prompt, then each message of the branch shown, under its
+    role; how many other branches there are is said, not shown."""
     lines = [f"# {conversation.title}", "",
              f"- Model: `{conversation.model_id}`" if conversation.model_id else "- Model: (none chosen)",
-             f"- Created: {iso_time(conversation.created_at)}", ""]
+             f"- Created: {iso_time(conversation.created_at)}"]
+    others = conversation.branches - 1
+    if others > 0:
+        lines.append(f"- Branches: this is the one the conversation was left at; {others} other branch"
+                     f"{'es' if others > 1 else ''} (from edits and regenerated answers) are kept in the JSON export")
+    lines.append("")
     if conversation.system_prompt:
         lines += ["## System prompt", "", conversation.system_prompt, ""]
     for message in conversation.messages:

@@ -18,6 +18,9 @@ class StoredMessage:
     stats: dict[str, Any] | None = None
     partial: bool = False
     created_at: float = 0.0
+    id: int = 0
+    parent_id: int | None = None
+    siblings: tuple[int, ...] = ()  # this message and its siblings (edits, regenerated answers), oldest first
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class ConversationSummary:
     title: str
     model_id: str | None
     updated_at: float
-    message_count: int
+    message_count: int  # on every branch
+    pinned: bool = False
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,12 @@ class Conversation:
     params: dict[str, Any]
     created_at: float
     updated_at: float
-    messages: tuple[StoredMessage, ...]
+    messages: tuple[StoredMessage, ...]  # one branch: from the first message down to `active_leaf`
     revision: int = 0  # grows with every message added or removed: what a tab's view of it was built on
+    active_leaf: int | None = None  # the last message of the branch shown
+    branches: int = 1  # how many branches (leaves) the conversation has
+    pinned: bool = False
+    folder: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ def test_another_owners_conversation_is_not_found_by_any_operation(tmp_path):
         assert [c.id for c in ada.list_conversations()] == [conv]
         assert bob.list_conversations() == [] and store.list_conversations() == []
         assert bob.get(conv) is None and bob.summary(conv) is None
-        for attempt in (lambda: bob.add_message(conv, "user", "x"), lambda: bob.update_message(conv, 0, "x"),
-                        lambda: bob.truncate(conv, 0), lambda: bob.replace_from(conv, 0, "x"),
+        for attempt in (lambda: bob.add_message(conv, "user", "x"), lambda: bob.update_message(conv, 1, "x"),
+                        lambda: bob.delete_branch(conv, 1), lambda: bob.move_to(conv, 1),
                         lambda: bob.rename(conv, "mine"), lambda: bob.delete(conv),
                         lambda: bob.update_settings(conv, None, "", {}), lambda: bob.export_json(conv),
                         lambda: bob.export_markdown(conv)):
@@ -41,17 +41,25 @@ def test_a_version_3_database_of_the_previous_release_migrates_with_everything_i
     raw = sqlite3.connect(path)
     before_conv = raw.execute("SELECT id, title, title_edited, model_id, system_prompt, params, created_at, "
                               "updated_at, revision FROM conversations ORDER BY id").fetchall()
-    before_msg = raw.execute("SELECT * FROM messages ORDER BY conversation_id, position").fetchall()
+    before_msg = raw.execute("SELECT conversation_id, role, content, stats, partial, created_at FROM messages "
+                             "ORDER BY conversation_id, position").fetchall()
     assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
     raw.close()
     with ConversationStore(path) as store:
         listed = store.list_conversations()
         conversations = [store.get(c.id) for c in listed]
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 5
     assert raw.execute("SELECT id, title, title_edited, model_id, system_prompt, params, created_at, updated_at, "
                        "revision FROM conversations ORDER BY id").fetchall() == before_conv
-    assert raw.execute("SELECT * FROM messages ORDER BY conversation_id, position").fetchall() == before_msg
+    # every message kept, each conversation one branch in its old order (ids follow it), left at its last message
+    assert raw.execute("SELECT conversation_id, role, content, stats, partial, created_at FROM messages "
+                       "ORDER BY conversation_id, id").fetchall() == before_msg
+    assert all(parent == (None if first else previous) for first, parent, previous in raw.execute(
+        "SELECT LAG(id) OVER w IS NULL, parent_id, LAG(id) OVER w FROM messages "
+        "WINDOW w AS (PARTITION BY conversation_id ORDER BY id)"))
+    assert raw.execute("SELECT COUNT(*) FROM conversations c WHERE active_leaf IS "
+                       "(SELECT MAX(id) FROM messages WHERE conversation_id = c.id)").fetchone()[0] == 4
     assert raw.execute("SELECT COUNT(*) FROM conversations WHERE owner IS NULL").fetchone()[0] == len(before_conv)
     assert len(listed) == 4 and sum(len(c.messages) for c in conversations) == len(before_msg) == 9
     chinese = next(c for c in conversations if c.title == "My renamed chat")

@@ -62,13 +62,26 @@ def store(db: Path):
         yield opened
 
 
-def positions(db: Path) -> dict[str, list[int]]:
+def parents(db: Path) -> dict[str, list[int | None]]:
+    """Each conversation's messages' parents, in id order; one branch reads [None, id 1, id 2, ...]."""
     with sqlite3.connect(db) as raw:
-        rows = raw.execute("SELECT conversation_id, position FROM messages ORDER BY conversation_id, position")
-        found: dict[str, list[int]] = {}
-        for conv_id, position in rows:
-            found.setdefault(conv_id, []).append(position)
-    return found
+        rows = raw.execute("SELECT conversation_id, id, parent_id FROM messages ORDER BY id").fetchall()
+    found: dict[str, list[tuple[int, int | None]]] = {}
+    for conv_id, message_id, parent in rows:
+        found.setdefault(conv_id, []).append((message_id, parent))
+    return {conv_id: [parent for _, parent in pairs] for conv_id, pairs in found.items()}
+
+
+def chains(db: Path) -> bool:
+    """Whether every conversation in the file is one branch, each message under the one before."""
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute("SELECT conversation_id, id, parent_id FROM messages ORDER BY id").fetchall()
+    last: dict[str, int | None] = {}
+    for conv_id, message_id, parent in rows:
+        if parent != last.get(conv_id):
+            return False
+        last[conv_id] = message_id
+    return True
 
 
 def shape(conversation) -> list[tuple]:
@@ -119,12 +132,15 @@ def test_title_follows_the_first_user_message_until_renamed(store: ConversationS
     store.add_message(conv_id, "user", "A later question does not rename it")
     assert store.get(conv_id).title == title
 
-    store.truncate(conv_id, 0)  # Edit of the first message: the title follows the new text
+    first = store.get(conv_id).messages[0].id
+    store.delete_branch(conv_id, first)  # all of it deleted: the next first message names it again
     store.add_message(conv_id, "user", "What is a shared expert?")
+    assert store.get(conv_id).title == "What is a shared expert?"
+    store.add_message(conv_id, "user", "An edit of the first message", parent=None)  # a branch: the title stays
     assert store.get(conv_id).title == "What is a shared expert?"
 
     store.rename(conv_id, "  My\nexperts notes ")
-    store.truncate(conv_id, 0)
+    store.delete_branch(conv_id, store.get(conv_id).messages[0].id)
     store.add_message(conv_id, "user", "Something else entirely")
     assert store.get(conv_id).title == "My experts notes"
     assert store.get(store.create(title="Named at birth")).title == "Named at birth"
@@ -148,11 +164,10 @@ def test_list_is_newest_first_and_edits_stick(store: ConversationStore):
     assert (got.model_id, got.system_prompt, got.params) == ("model-new", "Be brief.", {"temperature": 0.2})
     assert store.list_conversations()[0].id == third
 
-    for i in range(4):
-        store.add_message(first, "user" if i % 2 == 0 else "assistant", f"turn {i}")
-    store.truncate(first, 3)  # Regenerate: drop the last reply and what followed
-    store.add_message(first, "assistant", "regenerated")
+    ids = [store.add_message(first, "user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(4)]
+    store.add_message(first, "assistant", "regenerated", parent=ids[0])  # Regenerate: a sibling of "turn 1"
     assert [m.content for m in store.get(first).messages] == ["bring me to the top", "done", "turn 0", "regenerated"]
+    assert [m.content for m in store.get(first, leaf=ids[3]).messages][-2:] == ["turn 2", "turn 3"]  # kept
 
     store.delete(second)
     assert store.get(second) is None and second not in [c.id for c in store.list_conversations()]
@@ -162,8 +177,8 @@ def test_unknown_ids_and_bad_input_get_clear_errors(store: ConversationStore, db
     conv_id = store.create()
     store.add_message(conv_id, "user", "kept")
     store.delete(conv_id)
-    assert store.get(conv_id) is None and positions(db) == {}  # its messages went with it
-    for action in (lambda: store.add_message(conv_id, "user", "hi"), lambda: store.truncate(conv_id, 0),
+    assert store.get(conv_id) is None and parents(db) == {}  # its messages went with it
+    for action in (lambda: store.add_message(conv_id, "user", "hi"), lambda: store.delete_branch(conv_id, 1),
                    lambda: store.rename(conv_id, "x"), lambda: store.delete(conv_id),
                    lambda: store.update_settings(conv_id, None, "", {}), lambda: store.export_json(conv_id)):
         with pytest.raises(StoreError, match=f"No saved conversation '{conv_id}'.*start a new chat"):
@@ -224,7 +239,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path):
         assert [m.stats["i"] for m in everyone if m.stats["t"] == t] == list(range(200))  # each writer's order kept
     for t, conv_id in enumerate(own, start=4):
         assert [m.content for m in stores[0].get(conv_id).messages] == [f"t{t} m{i}" for i in range(200)]
-    assert all(found == list(range(len(found))) for found in positions(db).values())
+    assert chains(db)  # each conversation one branch: every message under the one before it
     counts = {c.id: c.message_count for c in stores[0].list_conversations()}
     assert counts == {shared: 800, **dict.fromkeys(own, 200)}
     for store in stores:
@@ -269,7 +284,7 @@ def test_a_killed_writer_leaves_every_committed_message(tmp_path: Path):
                 found[n] = summary.id
     assert all(found.get(n) == conv_id for n, conv_id in reported.items())  # nothing acknowledged was lost
     assert sorted(found) == list(range(len(found)))  # and nothing was torn out of the middle
-    assert all(got == list(range(len(got))) for got in positions(db).values())
+    assert chains(db)
 
 
 # 4. Migrations.
@@ -295,7 +310,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path):
         assert shape(store.get("old-chat_1"))[-1] == ("assistant", "a new answer", {"tokens": 3}, True)
         assert store.get("old-chat_1").title == "From last year"
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 5
     raw.close()
     ConversationStore(db).close()  # opening an up-to-date database again changes nothing
 
@@ -353,8 +368,8 @@ def test_export_then_import_gives_the_same_conversation_under_a_new_id(store: Co
     conv_id = filled(store)
     store.rename(conv_id, "Special tokens")
     exported = store.export_json(conv_id)
-    assert (exported["format"], exported["version"]) == ("moe-chat/conversation", 1)
-    assert exported["messages"][1] == {"role": "assistant", "content": "Here:\n\n```python\nprint('<|im_start|>')\n```"
+    assert (exported["format"], exported["version"], exported["active"]) == ("moe-chat/conversation", 2, 5)
+    assert exported["messages"][1] == {"id": 2, "parent": 1, "role": "assistant", "content": "Here:\n\n```python\nprint('<|im_start|>')\n```"
                                        "\nDone.", "stats": {"tokens": 17, "tokens_per_s": 42.0}, "partial": False}
 
     new_id = store.import_json(json.loads(json.dumps(exported)))  # through real JSON text, as a file would be
