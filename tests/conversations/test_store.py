@@ -369,7 +369,8 @@ def test_export_then_import_gives_the_same_conversation_under_a_new_id(store: Co
     store.rename(conv_id, "Special tokens")
     exported = store.export_json(conv_id)
     assert (exported["format"], exported["version"], exported["active"]) == ("moe-chat/conversation", 2, 5)
-    assert exported["messages"][1] == {"id": 2, "parent": 1, "role": "assistant", "content": "Here:\n\n```python\nprint('<|im_start|>')\n```"
+    assert exported["messages"][1] == {"id": 2, "parent": 1, "role": "assistant",
+                                       "content": "Here:\n\n```python\nprint('<|im_start|>')\n```"
                                        "\nDone.", "stats": {"tokens": 17, "tokens_per_s": 42.0}, "partial": False}
 
     new_id = store.import_json(json.loads(json.dumps(exported)))  # through real JSON text, as a file would be
