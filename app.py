@@ -58,8 +58,11 @@ def get_engine() -> Engine:
 
 @st.cache_resource
 def get_store() -> ConversationStore:
-    """The conversations database, shared by every session (thread-safe)."""
-    return ConversationStore(get_settings().db)
+    """The conversations database, shared by every session (thread-safe); its search index is built (or its build
+    resumed) in the background."""
+    store = ConversationStore(get_settings().db)
+    store.index.build_in_background()
+    return store
 
 
 def current_registry(settings: Settings) -> Registry:
@@ -240,14 +243,14 @@ def main() -> None:
     state.init(st.session_state, registry.default_id(has_gpu, settings.default_model))
     journal = Journal(get_store().for_owner(person.owner))
     journal.restore_from_url()
+    journal.reload_if_changed()
 
     with st.sidebar:
         st.title("MoE Chat")
         account_panel.render_signed_in(person, identity().mode, lambda: sign_out(identity().accounts))
         registry = model_sidebar(engine, registry, settings, devices, person)
         st.divider()
-        journal.apply(conversations.render(journal.store.list_conversations(), journal.current(),
-                                           journal.store.export_markdown, journal.store.export_json))
+        journal.apply(conversations.render(journal.store, journal.current()))
         st.divider()
         sidebar.render_memory_panel(snapshot, settings.memory_refresh_s, server=engine.status().info.server,
                                     gpus_unusable=devices.cuda_problem is not None)

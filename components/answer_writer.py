@@ -62,7 +62,7 @@ class AnswerWriter:
             return
         self._kept = True
         stats = self._stats(reason, error)
-        self.messages.append({"role": "assistant", "content": text, "stats": stats})
+        self.messages.append({"role": "assistant", "content": text, "stats": stats, "id": self.saver.message_id})
         try:
             self.saver.save(text, stats)
         except MoEChatError as exc:  # the conversation was changed or deleted in another tab meanwhile

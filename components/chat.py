@@ -15,6 +15,7 @@ from components.throttle import coalesce
 from conversations.records import AnswerStats
 
 CURSOR = " ▌"
+INPUT_KEY = "chat_input"  # the message box: its value is known before it is drawn (an answer will stream)
 REASONS = {"eos": "complete", "length": "hit max new tokens", "stopped": "stopped", "error": "failed"}
 
 
@@ -28,10 +29,12 @@ class DrawnAnswer:
 
 @dataclass(frozen=True)
 class HistoryAction:
-    """What the user asked of the last exchange this run."""
+    """What the user asked of the conversation's messages this run (indexes are into the branch shown)."""
 
-    regenerate: bool = False
-    edited: str | None = None  # the new text of the last user message, to resend
+    regenerate: int | None = None  # the answer to write again, as a sibling
+    edited: tuple[int, str] | None = None  # the user message to send again changed, as a sibling, and its new text
+    move_to: int | None = None  # the sibling (a message id) to show the newest branch of
+    delete: int | None = None  # the message (an id) to delete with everything under it
 
 
 def stats_line(stats: AnswerStats) -> str:
@@ -58,10 +61,10 @@ def _edit_box(text: str) -> str | None:
     new = st.text_area("Edit your message", value=text, key="edit_text")
     send, cancel = st.columns(2)
     if send.button("Send", key="edit_send", type="primary", width="stretch") and new.strip():
-        st.session_state[state.EDITING] = False
+        st.session_state[state.EDITING] = None
         return new
     if cancel.button("Cancel", key="edit_cancel", width="stretch"):
-        st.session_state[state.EDITING] = False
+        st.session_state[state.EDITING] = None
         st.rerun()
     return None
 
@@ -69,23 +72,54 @@ def _edit_box(text: str) -> str | None:
 HISTORY_PAGE = 50  # messages drawn at first, and added by each "Show earlier messages"
 
 
-def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> HistoryAction:
-    """The latest messages (earlier ones on demand); under the last exchange, Edit / Regenerate / Copy."""
-    last_user = next((i for i in reversed(range(len(messages))) if messages[i]["role"] == "user"), None)
-    last = len(messages) - 1
-    edited = None
-    regenerate = False
+def _siblings(message: dict[str, Any], busy: bool) -> int | None:
+    """"‹ 2/3 ›" under a message with siblings (other edits, other answers); the sibling picked, if one was."""
+    siblings = message.get("siblings") or ()
+    if len(siblings) < 2 or message.get("id") not in siblings:
+        return None
+    at = siblings.index(message["id"])
+    back, where, ahead, _ = st.columns([1, 1, 1, 6], vertical_alignment="center", gap="small")
+    if back.button("‹", key=f"prev_{message['id']}", disabled=busy or at == 0, help="The previous version"):
+        return siblings[at - 1]
+    where.caption(f"{at + 1}/{len(siblings)}")
+    if ahead.button("›", key=f"next_{message['id']}", disabled=busy or at == len(siblings) - 1,
+                    help="The next version"):
+        return siblings[at + 1]
+    return None
+
+
+def _delete_button(message: dict[str, Any], after: int, busy: bool) -> bool:
+    """Delete this message and what hangs under it, asking first."""
+    with st.popover("Delete", icon=":material/delete:", key=f"delete_{message['id']}", disabled=busy,
+                    help="Delete this message and everything after it, on every branch"):
+        st.write(f"Delete this message and the {after:,} after it on this branch (and on any branch under it)?"
+                 if after else "Delete this message (and any branch under it)?")
+        return st.button("Delete", key=f"delete_confirm_{message['id']}", type="primary")
+
+
+def render_history(messages: Sequence[dict[str, Any]], actions: bool, busy: bool = False,
+                   marked: int | None = None) -> HistoryAction:
+    """The latest messages (earlier ones on demand), each with its actions: versions (‹ n/m ›), Edit on a question,
+    Regenerate on an answer, Copy, Delete. `busy`: an answer is about to stream, so nothing may change the branch;
+    `marked`: the message a search opened (drawn even if it is far back)."""
     shown = st.session_state.get(state.HISTORY_SHOWN) or HISTORY_PAGE
     first = max(0, len(messages) - shown)
     if first and st.button(f"Show {min(first, HISTORY_PAGE)} earlier messages ({first:,} not shown)",
                            key="show_earlier", icon=":material/expand_less:"):
         st.session_state[state.HISTORY_SHOWN] = shown + HISTORY_PAGE
         st.rerun()
+    action = HistoryAction()
+    editing = st.session_state.get(state.EDITING)
     for i in range(first, len(messages)):
         message = messages[i]
+        key = message.get("id", i)
         with st.chat_message(message["role"]):
-            if i == last_user and actions and st.session_state.get(state.EDITING):
+            if marked is not None and key == marked:
+                st.caption("Found by your search", help="The message the search hit was in")
+            if message["role"] == "user" and actions and editing is not None and editing == key:
                 edited = _edit_box(message["content"])
+                if edited is not None:
+                    action = HistoryAction(edited=(i, edited))
                 continue
             st.markdown(chat_markdown(message["content"]))
             stats = message.get("stats")
@@ -94,17 +128,25 @@ def render_history(messages: Sequence[dict[str, Any]], actions: bool) -> History
                 if stats.error:
                     show_error(stats.error)
                 if stats.routing:
-                    routing_view.render(stats.routing, key=f"routing_{i}")
+                    routing_view.render(stats.routing, key=f"routing_{key}")
+            picked = _siblings(message, busy)
+            if picked is not None:
+                action = HistoryAction(move_to=picked)
+            tools = st.columns([1, 1, 1, 4], gap="small")
             if message["role"] == "assistant":
-                left, right, _ = st.columns([1, 1, 3])
-                with left:
-                    _copy_button(message["content"], key=f"copy_{i}")
-                if i == last and actions:
-                    regenerate = right.button("Regenerate", key="regenerate", icon=":material/refresh:")
-            elif i == last_user and actions and st.button("Edit", key="edit", icon=":material/edit:"):
-                st.session_state[state.EDITING] = True
+                with tools[0]:
+                    _copy_button(message["content"], key=f"copy_{key}")
+                if actions and tools[1].button("Regenerate", key=f"regenerate_{key}", icon=":material/refresh:",
+                                               disabled=busy):
+                    action = HistoryAction(regenerate=i)
+            elif actions and tools[1].button("Edit", key=f"edit_{key}", icon=":material/edit:", disabled=busy):
+                st.session_state[state.EDITING] = key
                 st.rerun()
-    return HistoryAction(regenerate=regenerate, edited=edited)
+            if "id" in message:
+                with tools[2]:
+                    if _delete_button(message, len(messages) - 1 - i, busy):
+                        action = HistoryAction(delete=message["id"])
+    return action
 
 
 def render_input(ready: bool, model_name: str | None) -> str | None:
@@ -115,7 +157,7 @@ def render_input(ready: bool, model_name: str | None) -> str | None:
     would cut a long paste without a word, so the page refuses it with the reason and gives the text back.
     """
     hint = f"Message {model_name}" if ready and model_name else "Load a model in the sidebar to chat"
-    text = st.chat_input(hint, key="chat_input", submit_mode="disable")
+    text = st.chat_input(hint, key=INPUT_KEY, submit_mode="disable")
     return text if isinstance(text, str) else None
 
 

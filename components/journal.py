@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,20 +18,23 @@ QUERY_KEY = "c"  # ?c=<conversation id>: a refresh or a bookmark reopens the con
 BEING_WRITTEN = AnswerStats(finish_reason="stopped", note="being written (or cut off if the server stopped)")
 
 
-class AnswerSaver:
-    """One answer's row in the store, taken before the answer starts (so no other tab's exchange can land between
-    the question and its answer), then rewritten as the answer is written and when it ends. The row is known by its
-    position and creation time, so a row another tab put in its place is never written over."""
+BRANCHED = ("Another tab went on from the message before yours, so yours starts a new branch beside it: the ‹ › "
+            "arrows under it switch between them.")
 
-    def __init__(self, store: Any, conv_id: str | None, position: int | None, created_at: float | None) -> None:
-        self.store, self.conv_id, self.position, self.created_at = store, conv_id, position, created_at
+
+class AnswerSaver:
+    """One answer's row in the store, taken before the answer starts under the question it answers, then rewritten
+    as the answer is written and when it ends; known by its id, so whatever other tabs do, it is written into its
+    own message only."""
+
+    def __init__(self, store: Any, conv_id: str | None, message_id: int | None) -> None:
+        self.store, self.conv_id, self.message_id = store, conv_id, message_id
 
     def save(self, text: str, stats: AnswerStats, partial: bool | None = None) -> None:
-        if self.conv_id is None or self.position is None:
+        if self.conv_id is None or self.message_id is None:
             return
         partial = stats.finish_reason in ("stopped", "error") if partial is None else partial
-        self.store.update_message(self.conv_id, self.position, text, stats=stats.to_dict(), partial=partial,
-                                  created_at=self.created_at)
+        self.store.update_message(self.conv_id, self.message_id, text, stats=stats.to_dict(), partial=partial)
 
 
 class Journal:
@@ -60,12 +62,20 @@ class Journal:
             st.session_state[state.NOTICE] = f"Conversation {conv_id} was not found (deleted?): this is a new chat."
             del st.query_params[QUERY_KEY]
 
-    def open(self, conv_id: str) -> bool:
-        """Load a saved conversation's messages and settings into the page."""
+    def open(self, conv_id: str, at: int | None = None) -> bool:
+        """Load a saved conversation's branch and settings into the page: where it was left, or with `at` (a search
+        hit) the newest branch through that message, marked."""
+        if at is not None:
+            self.store.move_to(conv_id, at)
         conv = self.store.get(conv_id)
         if conv is None:
             return False
         self._show(conv)
+        st.session_state[state.MARKED] = at
+        if at is not None:
+            found = next((i for i, m in enumerate(conv.messages) if m.id == at), None)
+            if found is not None:  # far back on a long branch: draw back to it
+                st.session_state[state.HISTORY_SHOWN] = max(len(conv.messages) - found, 1)
         st.session_state[state.CONVERSATION_ID] = conv.id
         st.session_state[state.CONVERSATION_MODEL] = conv.model_id
         st.session_state[state.SYSTEM_PROMPT] = conv.system_prompt
@@ -77,76 +87,94 @@ class Journal:
         st.session_state[state.HISTORY_SHOWN] = None
         st.session_state[state.REVISION] = 0
         st.session_state[state.MESSAGES] = []
+        st.session_state[state.LEAF] = None
+        st.session_state[state.MARKED] = None
         st.session_state[state.CONVERSATION_ID] = None
         st.session_state[state.CONVERSATION_MODEL] = None
-        st.session_state[state.EDITING] = False
+        st.session_state[state.EDITING] = None
         if QUERY_KEY in st.query_params:
             del st.query_params[QUERY_KEY]
 
-    def _add(self, conv_id: str, role: str, text: str, stats: AnswerStats | None = None,
-             created_at: float | None = None) -> int:
-        """Add a message on top of the revision this tab shows (StaleConversationError if another tab changed it)."""
-        position = self.store.add_message(conv_id, role, text, stats=stats.to_dict() if stats else None,
-                                          partial=stats is not None, created_at=created_at,
-                                          expect_revision=st.session_state.get(state.REVISION, 0))
-        st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
-        return position
-
-    def record_user(self, text: str, model_id: str | None, system_prompt: str, params: Mapping[str, Any]) -> None:
+    def record_user(self, text: str, model_id: str | None, system_prompt: str, params: Mapping[str, Any],
+                    parent: int | None, edit: bool = False) -> int:
+        """A question under `parent` (the last message this tab shows; None: a first message) and the settings it
+        is asked with; returns its id. An `edit` is a new branch by design; otherwise a parent another tab went on
+        from gets a new branch too, and a notice says so."""
         conv_id = self.current_id
         new = conv_id is None
         if new:
             conv_id = self.store.create(model_id=model_id, system_prompt=system_prompt, params=dict(params))
             st.session_state[state.CONVERSATION_ID] = conv_id
-            st.session_state[state.REVISION] = 0
             st.query_params[QUERY_KEY] = conv_id
-        self._add(conv_id, "user", text)  # refused when stale: then the settings are left as they are too
+        added = self.store.add(conv_id, "user", text, parent=parent)
+        if added.branched and not edit:
+            st.session_state[state.NOTICE] = BRANCHED
         if not new:
             self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
         st.session_state[state.CONVERSATION_MODEL] = model_id
+        self._changed(added.id)
+        return added.id
 
-    def replace_question(self, keep: int, text: str, model_id: str | None, system_prompt: str,
-                         params: Mapping[str, Any]) -> None:
-        """Edit: the messages from `keep` on become the one question `text`, in one step (or nothing changes)."""
+    def answer_saver(self, parent: int | None) -> AnswerSaver:
+        """The answer's row, taken now under its question: the saver keeps the ids, since a closed tab's session
+        state is gone by the time its answer ends."""
         conv_id = self.current_id
         if conv_id is None:
-            self.record_user(text, model_id, system_prompt, params)
-            return
-        self.store.replace_from(conv_id, keep, text, expect_revision=st.session_state.get(state.REVISION, 0))
-        st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
-        self.store.update_settings(conv_id, model_id, system_prompt, dict(params))
-        st.session_state[state.CONVERSATION_MODEL] = model_id
+            return AnswerSaver(self.store, None, None)
+        message_id = self.store.add_message(conv_id, "assistant", "", BEING_WRITTEN.to_dict(), partial=True,
+                                            parent=parent)
+        self._changed(message_id)
+        return AnswerSaver(self.store, conv_id, message_id)
 
-    def answer_saver(self) -> AnswerSaver:
-        """The answer's row, taken now in the open conversation: the saver keeps the id and position, since a
-        closed tab's session state is gone by the time its answer ends."""
-        conv_id = self.current_id
-        if conv_id is None:
-            return AnswerSaver(self.store, None, None, None)
-        created_at = time.time()
-        position = self._add(conv_id, "assistant", "", BEING_WRITTEN, created_at=created_at)
-        return AnswerSaver(self.store, conv_id, position, created_at)
-
-    def truncate(self, keep: int) -> None:
-        """Forget stored messages from position `keep` on (Regenerate, Edit), if no other tab changed them."""
+    def move_to(self, message_id: int) -> None:
+        """Show the newest branch through another version of a message (the ‹ › arrows)."""
         if self.current_id is not None:
-            self.store.truncate(self.current_id, keep, expect_revision=st.session_state.get(state.REVISION, 0))
-            st.session_state[state.REVISION] = st.session_state.get(state.REVISION, 0) + 1
+            self._changed(self.store.move_to(self.current_id, message_id))
+            self.reload()
+
+    def delete_branch(self, message_id: int) -> None:
+        """Delete a message and what hangs under it, if no other tab changed the conversation since this one drew it."""
+        if self.current_id is not None:
+            self.store.delete_branch(self.current_id, message_id,
+                                     expect_revision=st.session_state.get(state.REVISION, 0))
+            st.session_state[state.LEAF] = None  # where the store left it
+            self.reload()
+
+    def forget(self, *message_ids: int | None) -> None:
+        """Delete rows taken for an answer that never started (and its refused question)."""
+        for message_id in message_ids:
+            if self.current_id is not None and message_id is not None:
+                self.store.delete_branch(self.current_id, message_id)
+        st.session_state[state.LEAF] = None
+        st.session_state[state.RELOAD] = True
+
+    def _changed(self, leaf: int) -> None:
+        """This tab is now at `leaf`; the next run reads the branch again (sibling counts included)."""
+        st.session_state[state.LEAF] = leaf
+        st.session_state[state.RELOAD] = True
 
     def reload(self) -> None:
-        """Show the open conversation's messages as they are in the store now (another tab changed them)."""
-        conv = self.store.get(self.current_id) if self.current_id is not None else None
+        """Show this tab's branch of the open conversation as it is in the store now."""
+        st.session_state[state.RELOAD] = False
+        conv = self.store.get(self.current_id, leaf=st.session_state.get(state.LEAF)) \
+            if self.current_id is not None else None
         if conv is None:
             self.start_new()
             return
         self._show(conv)
 
+    def reload_if_changed(self) -> None:
+        if st.session_state.get(state.RELOAD):
+            self.reload()
+
     def _show(self, conv: Any) -> None:
         st.session_state[state.MESSAGES] = [
-            {"role": m.role, "content": m.content, **({"stats": AnswerStats.from_dict(m.stats)} if m.stats else {})}
+            {"role": m.role, "content": m.content, "id": m.id, "siblings": m.siblings,
+             **({"stats": AnswerStats.from_dict(m.stats)} if m.stats else {})}
             for m in conv.messages
         ]
         st.session_state[state.REVISION] = conv.revision
+        st.session_state[state.LEAF] = conv.active_leaf
         st.session_state[state.HISTORY_SHOWN] = None
 
     def import_export(self, data: Any) -> str:
@@ -161,12 +189,16 @@ class Journal:
             if choice.new:
                 self.start_new()
             elif choice.open_id:
-                self.open(choice.open_id)
+                self.open(choice.open_id, at=choice.open_at)
             elif choice.delete_id:
                 self.store.delete(choice.delete_id)
                 self.start_new()
             elif choice.rename:
                 self.store.rename(*choice.rename)
+            elif choice.pin is not None:
+                self.store.set_pinned(*choice.pin)
+            elif choice.folder is not None:
+                self.store.set_folder(*choice.folder)
             elif choice.imported is not None:
                 self.import_export(choice.imported)
             else:

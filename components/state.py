@@ -18,7 +18,10 @@ CONVERSATION_MODEL = "conversation_model"  # the model id the conversation was h
 RESTORED = "restored_from_url"  # the URL's conversation was reopened once for this session
 RESTORED_PARAMS = "restored_params"  # generation parameters of a reopened conversation, for the sidebar
 PENDING_REPLY = "pending_reply"  # the last user message awaits an answer (after Regenerate or Edit)
-EDITING = "editing"  # the last user message is open for editing
+EDITING = "editing"  # the id of the user message open for editing, or None
+LEAF = "branch_leaf"  # the id of the last message of the branch this tab shows (its own place in the tree)
+RELOAD = "reload_branch"  # this tab wrote to the conversation: the next run reads its branch again
+MARKED = "search_mark"  # the id of the message a search hit opened, marked where it is drawn
 REVISION = "conversation_revision"  # the stored revision this tab's view of the conversation was built on
 UNSENT = "unsent"  # (text, why): a message given back on the next run (the view was reloaded first)
 HISTORY_SHOWN = "history_shown"  # how many of the latest messages are drawn (long conversations)
@@ -40,7 +43,7 @@ def init(session: MutableMapping[str, Any], default_model_id: str) -> None:
         NOTICE: None,
         CONVERSATION_ID: None,
         CONVERSATION_MODEL: None,
-        EDITING: False,
+        EDITING: None,
     }
     for key, value in defaults.items():
         if key not in session:

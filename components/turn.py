@@ -79,11 +79,14 @@ def accepted(text: str | None, settings: Settings) -> str | None:
     return text
 
 
-def _edit(ctx: TurnContext, journal: Journal, messages: History, edited: str) -> bool:
-    """Replace the last exchange with the edited question, only if it can be sent: a refused edit changes nothing
-    (False; the edit box stays open with the text)."""
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    candidate = messages[:last_user] + [{"role": "user", "content": edited}]
+def _last_id(messages: History) -> int | None:
+    return messages[-1].get("id") if messages else None
+
+
+def _edit(ctx: TurnContext, journal: Journal, messages: History, index: int, edited: str) -> bool:
+    """Send the question at `index` again, changed, as a new branch beside it (the old one is kept), only if it can
+    be sent: a refused edit changes nothing (False; the edit box stays open with the text)."""
+    candidate = messages[:index] + [{"role": "user", "content": edited}]
     assert ctx.params is not None  # edits are offered only when the parameters are valid
     try:
         ctx.budget(to_send(candidate, ctx.system), ctx.params.max_new_tokens)
@@ -91,11 +94,13 @@ def _edit(ctx: TurnContext, journal: Journal, messages: History, edited: str) ->
         chat.show_unsent(edited, str(exc).rstrip("."))
         return False
     params = ctx.params.as_dict()
-    if not _recorded(lambda: journal.replace_question(last_user, edited, ctx.status.model_id, ctx.system, params),
-                     edited, journal):
+    parent = _last_id(messages[:index])
+    added: list[int] = []
+    if not _recorded(lambda: added.append(journal.record_user(edited, ctx.status.model_id, ctx.system, params,
+                                                              parent, edit=True)), edited, journal):
         return False
-    del messages[last_user:]
-    messages.append({"role": "user", "content": edited})
+    del messages[index:]
+    messages.append({"role": "user", "content": edited, "id": added[0]})
     st.session_state[state.PENDING_REPLY] = True
     st.rerun()
 
@@ -121,24 +126,35 @@ def _recorded(write: Callable[[], Any], text: str, journal: Journal | None = Non
 
 def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
     """Draw the conversation and the message box; carry out what the user did; stream and keep the answer."""
+    journal.reload_if_changed()
     messages: History = st.session_state[state.MESSAGES]
     unsent = st.session_state.pop(state.UNSENT, None)
     if unsent:
         chat.show_unsent(*unsent)
     can_send = ctx.status.state == "ready" and ctx.params is not None
-    action = chat.render_history(messages, actions=can_send)
+    # An answer streams in this run (a message just sent, or one asked for): nothing may change the branch under it.
+    busy = bool(st.session_state.get(state.PENDING_REPLY) or st.session_state.get(chat.INPUT_KEY))
+    action = chat.render_history(messages, actions=can_send, busy=busy, marked=st.session_state.get(state.MARKED))
     if can_send and messages and messages[-1]["role"] == "user" and not st.session_state.get(state.PENDING_REPLY):
         _offer_answer()
     prompt = accepted(chat.render_input(can_send, ctx.status.model_name), settings)
     if prompt and not can_send:
         chat.show_unsent(prompt, unready_reason(ctx.status, ctx.job))
         prompt = None
-    if action.regenerate and messages and messages[-1]["role"] == "assistant":
-        _regenerate(journal, messages)
+    if action.move_to is not None:
+        _change(journal, lambda: journal.move_to(action.move_to))
+    if action.delete is not None:
+        _change(journal, lambda: journal.delete_branch(action.delete))
+    if action.regenerate is not None and messages[action.regenerate]["role"] == "assistant":
+        del messages[action.regenerate:]  # the new answer is written beside the old one, which stays
+        st.session_state[state.PENDING_REPLY] = True
+        st.rerun()
     if action.edited is not None:
-        edited = accepted(action.edited, settings)
-        if edited is None or not can_send or not _edit(ctx, journal, messages, edited):
-            st.session_state[state.EDITING] = True  # refused: the box stays open with the text, nothing changed
+        index, text = action.edited
+        edited = accepted(text, settings)
+        if edited is None or not can_send or not _edit(ctx, journal, messages, index, edited):
+            # refused: the box stays open with the text, nothing changed
+            st.session_state[state.EDITING] = messages[index].get("id")
     pending = st.session_state.pop(state.PENDING_REPLY, False)
     if prompt:
         if _ask(ctx, journal, messages, prompt):
@@ -147,27 +163,31 @@ def run(ctx: TurnContext, journal: Journal, settings: Settings) -> None:
         _answer(ctx, journal, messages, settings)
 
 
+def _change(journal: Journal, write: Callable[[], Any]) -> None:
+    """Move to another version or delete a branch, then redraw; a stale view is redrawn with the reason."""
+    try:
+        write()
+    except MoEChatError as exc:  # stale (another tab changed it), or the message is gone
+        _reload_with_notice(journal, str(exc))
+    st.rerun()
+
+
 def _offer_answer() -> None:
     """A question left without its answer (a crash, a refresh at the wrong moment): offer to answer it now."""
     if st.button("Answer this message", key="answer_last", icon=":material/reply:"):
         st.session_state[state.PENDING_REPLY] = True
 
 
-def _regenerate(journal: Journal, messages: History) -> None:
-    """Forget the last answer and answer its question again."""
-    if _recorded(lambda: journal.truncate(len(messages) - 1), "", journal):  # nothing of the user's to give back
-        messages.pop()
-        st.session_state[state.PENDING_REPLY] = True
-        st.rerun()
-
-
 def _ask(ctx: TurnContext, journal: Journal, messages: History, prompt: str) -> bool:
-    """Record and draw a new question; False (the text given back) when it could not be recorded."""
+    """Record and draw a new question under the last message shown; False (the text given back) when it could not
+    be recorded."""
     assert ctx.params is not None  # only a sendable page takes a prompt
     params = ctx.params.as_dict()
-    if not _recorded(lambda: journal.record_user(prompt, ctx.status.model_id, ctx.system, params), prompt, journal):
+    added: list[int] = []
+    if not _recorded(lambda: added.append(journal.record_user(prompt, ctx.status.model_id, ctx.system, params,
+                                                              _last_id(messages))), prompt, journal):
         return False
-    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "user", "content": prompt, "id": added[0]})
     with st.chat_message("user"):
         st.markdown(chat_markdown(prompt))
     return True
@@ -177,12 +197,9 @@ def _answer(ctx: TurnContext, journal: Journal, messages: History, settings: Set
     """Stream the reply to the last user message into a new bubble, keeping whatever happens to it."""
     assert ctx.params is not None  # run() answers only when the parameters are valid
     try:
-        saver = journal.answer_saver()  # the answer's row, taken before it starts: no other exchange lands between
-    except StaleConversationError as exc:
-        _reload_with_notice(journal, str(exc))
+        saver = journal.answer_saver(_last_id(messages))  # its row, under its question, before it starts
     except MoEChatError as exc:  # deleted in another tab
-        chat.show_error(str(exc))
-        return
+        _reload_with_notice(journal, str(exc))
     writer = AnswerWriter(saver, messages, ctx.params, settings.save_interval_s)
     with st.chat_message("assistant"):
         line = st.empty()
@@ -192,7 +209,7 @@ def _answer(ctx: TurnContext, journal: Journal, messages: History, settings: Set
             line.caption(f"Waiting for the model, which answers {settings.concurrency} request(s) at a time: "
                          f"you are number {place} in line. Stop leaves it.")
 
-        reply = _start(ctx, journal, messages, waiting)
+        reply = _start(ctx, journal, messages, saver.message_id, waiting)
         if reply is None:
             return
         writer.reply = reply
@@ -201,7 +218,8 @@ def _answer(ctx: TurnContext, journal: Journal, messages: History, settings: Set
     st.rerun()  # draws the finished answer with its stats, error and actions
 
 
-def _start(ctx: TurnContext, journal: Journal, messages: History, waiting: WaitCallback) -> Reply | None:
+def _start(ctx: TurnContext, journal: Journal, messages: History, row: int | None,
+           waiting: WaitCallback) -> Reply | None:
     """The engine's reply to the conversation; None, with the reason shown and the answer's row let go, if refused."""
     assert ctx.params is not None
     try:
@@ -209,11 +227,11 @@ def _start(ctx: TurnContext, journal: Journal, messages: History, waiting: WaitC
                                client=ctx.client, routing=bool(st.session_state.get(state.RECORD_ROUTING)))
     except ContextOverflowError as exc:
         refused = messages.pop()  # not sent, not kept in the history; shown so it can be copied
-        _forget_rows(journal, len(messages))  # the question and the answer's row
+        _forget_rows(journal, row, refused.get("id"))  # the answer's row and the question
         chat.show_error(str(exc))
         st.code(refused["content"], language=None, wrap_lines=True)
     except MoEChatError as exc:
-        _forget_rows(journal, len(messages))  # the row taken for an answer that never started
+        _forget_rows(journal, row)  # the row taken for an answer that never started
         chat.show_error(str(exc))
     return None
 
@@ -234,9 +252,9 @@ def _stream(reply: Reply, writer: AnswerWriter, interval_s: float) -> None:
         raise
 
 
-def _forget_rows(journal: Journal, keep: int) -> None:
+def _forget_rows(journal: Journal, *message_ids: int | None) -> None:
     try:
-        journal.truncate(keep)
+        journal.forget(*message_ids)
     except MoEChatError:
         pass
 

@@ -11,6 +11,7 @@ reached (ids in (upto, target]), so no message is indexed twice.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from common.database import Database
 from common.errors import StoreError
 
+log = logging.getLogger(__name__)
 HIT_START, HIT_END = "\x02", "\x03"  # around each match in a snippet; the page turns them into highlights
 BUILD_BATCH = 500  # messages indexed per transaction: the lock is never held long while the page writes
 SNIPPET_CHARS = 90
@@ -164,6 +166,19 @@ class SearchIndex:
         with self._building:
             while not self.build_step():
                 pass
+
+    def build_in_background(self) -> threading.Thread:
+        """Build the index on a thread of its own; a failure is logged and shown with the search (which works
+        without the index meanwhile), and the next start goes on from where it stopped."""
+        def build() -> None:
+            try:
+                self.build()
+            except StoreError as exc:
+                log.warning("The search index could not be built (search goes on without it): %s", exc)
+
+        thread = threading.Thread(target=build, name="search-index", daemon=True)
+        thread.start()
+        return thread
 
     def search(self, query: str, owner: str | None, limit: int = 20) -> list[SearchHit]:
         """`owner`'s messages holding every word of `query`: ranked by the index when every long word can use it,

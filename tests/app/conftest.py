@@ -90,6 +90,14 @@ def chat_messages(at: AppTest) -> list[tuple[str, str]]:
     return [(m.name, m.markdown[0].value) for m in at.chat_message]
 
 
+def action(at: AppTest, name: str, which: int = -1):
+    """A message's button (`regenerate`, `edit`, `prev`, `next`): on the last message that has it, or the
+    `which`-th of them. The page keys them by message id."""
+    found = [b for b in at.button if b.key and b.key.startswith(f"{name}_") and b.key[len(name) + 1:].isdigit()]
+    assert found, f"no {name} button; buttons: {[b.key for b in at.button]}"
+    return found[which]
+
+
 def status_text(at: AppTest) -> str:
     return " ".join(e.value for e in [*at.sidebar.success, *at.sidebar.info, *at.sidebar.error])
 

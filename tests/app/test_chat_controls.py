@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.app.conftest import chat_messages, stop_midway
+from tests.app.conftest import action, chat_messages, stop_midway
 from tests.support.helpers import KNOWN_ANSWERS
 
 
@@ -19,7 +19,7 @@ def test_regenerate_replaces_only_the_last_answer(app):
     send(app, "Who are you?")
     first_exchange = chat_messages(app)[:2]
     app.sidebar.number_input(key="gen_max_new_tokens").set_value(4).run()
-    app.button(key="regenerate").click().run()
+    action(app, "regenerate").click().run()
     messages = app.session_state["messages"]
     assert chat_messages(app)[:2] == first_exchange and len(messages) == 4
     assert messages[2]["content"] == "Who are you?"
@@ -31,7 +31,7 @@ def test_regenerate_replaces_only_the_last_answer(app):
 def test_edit_and_resend_replaces_the_last_exchange(app):
     send(app, "Hello")
     send(app, "Who are you?")
-    app.button(key="edit").click().run()
+    action(app, "edit").click().run()
     app.text_area(key="edit_text").set_value("What is 2 + 2?").run()
     app.button(key="edit_send").click().run()
     assert chat_messages(app) == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"]),

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.app.conftest import chat_messages, open_page, run_until, status_text
+from tests.app.conftest import action, chat_messages, open_page, run_until, status_text
 from tests.conftest import MS_REPO
 from tests.support.helpers import KNOWN_ANSWERS, break_tokenizer, delete_a_shard, truncate_last_shard
 
@@ -121,7 +121,7 @@ def test_a_failed_generation_is_explained_and_the_chat_goes_on(two_sessions, fau
     assert any(message in e.value for e in a.main.error)
     assert not b.main.error
     assert ask(b, "Who are you?") == ("assistant", KNOWN_ANSWERS["Who are you?"])
-    a.button(key="regenerate").click().run()  # as the message says: try again
+    action(a, "regenerate").click().run()  # as the message says: try again
     assert chat_messages(a) == [("user", "Hello"), ("assistant", KNOWN_ANSWERS["Hello"]),
                                 ("user", "Tell me a story."), ("assistant", KNOWN_ANSWERS["Tell me a story."])]
     assert not a.main.error  # the failed answer and its message were replaced

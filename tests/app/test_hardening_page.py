@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.conftest import chat_messages, open_page
+from tests.app.conftest import action, chat_messages, open_page
 from tests.support import fake_backend
 from tests.support.fake_backend import SCRIPT
 
@@ -19,7 +19,7 @@ def send(at, text: str) -> None:
 
 
 def edit_last(at, text: str) -> None:
-    at.button(key="edit").click().run()
+    action(at, "edit").click().run()
     at.text_area(key="edit_text").set_value(text).run()
     at.button(key="edit_send").click().run()
 
@@ -79,7 +79,7 @@ def test_regenerating_in_a_deleted_conversation_says_why_instead_of_crashing(pag
     send(page, "Hello")
     other = open_page({"c": page.query_params["c"]})
     other.button(key="delete_confirm").click().run()
-    page.button(key="regenerate").click().run()
+    action(page, "regenerate").click().run()
     assert not page.exception and "may have been deleted" in warnings(page)
 
 
@@ -175,10 +175,12 @@ def test_a_15k_message_conversation_reruns_fast_and_shows_the_earlier_messages_o
     with ConversationStore(db_path) as store:
         conv = store.create(model_id="fake")
         store.add_message(conv, "user", "message 0")
-    with sqlite3.connect(db_path) as db:  # 15,000 messages, written in one go
-        db.executemany("INSERT INTO messages (conversation_id, position, role, content, stats, partial, created_at) "
-                       "VALUES (?, ?, ?, ?, NULL, 0, 0)",
-                       [(conv, i, "user" if i % 2 == 0 else "assistant", f"message {i}") for i in range(1, 15_000)])
+    with sqlite3.connect(db_path) as db:  # 15,000 messages on one branch, written in one go
+        db.executemany("INSERT INTO messages (id, conversation_id, parent_id, role, content, stats, partial, "
+                       "created_at) VALUES (?, ?, ?, ?, ?, NULL, 0, 0)",
+                       [(i + 1, conv, i, "user" if i % 2 == 0 else "assistant", f"message {i}")
+                        for i in range(1, 15_000)])
+        db.execute("UPDATE conversations SET active_leaf = 15000")
     opened = open_page({"c": conv})
     timings = []
     for _ in range(3):
@@ -194,31 +196,32 @@ def test_a_15k_message_conversation_reruns_fast_and_shows_the_earlier_messages_o
 
 # Two tabs on one conversation (?c=<id>)
 
-def test_a_stale_tab_regenerating_is_told_and_deletes_nothing(page):
+def test_a_stale_tab_regenerating_writes_a_new_version_and_deletes_nothing(page):
     SCRIPT.answers.update({"Hello": "Hi.", "Second": "Two."})
     send(page, "Hello")
     conv = page.query_params["c"]
     other = open_page({"c": conv})
     send(other, "Second")  # the other tab moves on
-    page.button(key="regenerate").click().run()  # this tab still shows only the first exchange
-    assert "changed in another tab" in warnings(page)
+    action(page, "regenerate").click().run()  # this tab still shows only the first exchange
+    assert shown(page) == [("user", "Hello"), ("assistant", "Hi.")]  # the new version, beside the old one
+    assert [c.value for c in page.main.caption if "/" in c.value][-1] == "2/2"
+    action(page, "prev").click().run()  # back to the old answer: the other tab's exchange is still under it
     assert shown(page) == [("user", "Hello"), ("assistant", "Hi."), ("user", "Second"), ("assistant", "Two.")]
-    assert stored(page) == shown(page)  # nothing of the other tab's was deleted
 
 
-def test_two_tabs_sending_on_one_revision_never_interleave(page):
+def test_a_send_from_a_stale_tab_becomes_a_branch_with_a_notice(page):
     SCRIPT.answers.update({"Hello": "Hi.", "from A": "A's answer.", "from B": "B's answer."})
     send(page, "Hello")
     conv = page.query_params["c"]
     tab_b = open_page({"c": conv})
     send(page, "from A")
-    send(tab_b, "from B")  # drawn before A's exchange: refused, redrawn, and its text given back
-    assert "changed in another tab" in warnings(tab_b)
-    assert [c.value for c in tab_b.code if c.value == "from B"]
-    expected = [("user", "Hello"), ("assistant", "Hi."), ("user", "from A"), ("assistant", "A's answer.")]
-    assert stored(page) == expected and shown(tab_b) == expected
-    send(tab_b, "from B")  # now on the current revision
-    assert stored(page) == expected + [("user", "from B"), ("assistant", "B's answer.")]
+    send(tab_b, "from B")  # drawn before A's exchange: B's question goes beside A's, not after it
+    assert "new branch" in warnings(tab_b)
+    assert shown(tab_b) == [("user", "Hello"), ("assistant", "Hi."), ("user", "from B"), ("assistant", "B's answer.")]
+    assert shown(page) == [("user", "Hello"), ("assistant", "Hi."), ("user", "from A"), ("assistant", "A's answer.")]
+    assert stored(page) == shown(tab_b)  # a new tab opens where the conversation was last left
+    page.run()
+    assert shown(page)[2:] == [("user", "from A"), ("assistant", "A's answer.")]  # each tab keeps its own place
 
 
 def test_an_answer_being_written_keeps_its_place_when_another_tab_sends(page, db_path):
@@ -231,8 +234,7 @@ def test_an_answer_being_written_keeps_its_place_when_another_tab_sends(page, db
     def other_tab_sends(index: int) -> None:  # while A's answer is being written, a fresh tab sends
         if index == 1:
             with ConversationStore(db_path) as store:
-                now = store.get(conv)
-                store.add_message(conv, "user", "from B", expect_revision=now.revision)
+                store.add_message(conv, "user", "from B")  # where the conversation is now: after A's answer
 
     SCRIPT.on_chunk = other_tab_sends
     send(page, "from A")
@@ -252,7 +254,7 @@ def test_a_conversation_holding_a_50_mb_answer_opens_in_under_a_second(page, db_
         store.add_message(conv, "assistant", "x" * (MAX_MESSAGE_CHARS + 10))  # cut as it is written
         assert len(store.get(conv).messages[1].content) < MAX_MESSAGE_CHARS + 200
     with sqlite3.connect(db_path) as db:  # as a database written before the limit holds it: 50 MB in one answer
-        db.execute("UPDATE messages SET content = ? WHERE conversation_id = ? AND position = 1",
+        db.execute("UPDATE messages SET content = ? WHERE conversation_id = ? AND role = 'assistant'",
                    ("y" * 50_000_000, conv))
     open_page({})  # the page's own imports and first run, not the conversation's
     started = time.perf_counter()

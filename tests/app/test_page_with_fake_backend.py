@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.app.conftest import chat_messages, open_page, stop_midway
+from tests.app.conftest import action, chat_messages, open_page, stop_midway
 from tests.support import fake_backend
 from tests.support.fake_backend import SCRIPT
 
@@ -69,7 +69,7 @@ def test_a_generation_error_is_kept_under_the_answer_also_after_a_refresh(page):
     assert chat_messages(refreshed)[1] == ("assistant", "Hi there,")
     assert [e.value for e in refreshed.chat_message[1].error] == [SCRIPT.failure]
     SCRIPT.fail_after = None
-    refreshed.button(key="regenerate").click().run()  # and the chat goes on
+    action(refreshed, "regenerate").click().run()  # and the chat goes on
     assert chat_messages(refreshed)[1] == ("assistant", "Hi there, I am the fake model.")
 
 
@@ -101,7 +101,7 @@ def test_regenerate_replaces_only_the_last_answer(page):
     send(page, "Hello")
     send(page, "Who are you?")
     SCRIPT.answers["Who are you?"] = "Still a fake, said differently."
-    page.button(key="regenerate").click().run()
+    action(page, "regenerate").click().run()
     assert chat_messages(page) == [("user", "Hello"), ("assistant", "Hi."), ("user", "Who are you?"),
                                    ("assistant", "Still a fake, said differently.")]
     conv = page.query_params["c"]
@@ -112,7 +112,7 @@ def test_edit_replaces_the_last_exchange_and_resends_it(page):
     SCRIPT.answers.update({"Hello": "Hi.", "Who are you?": "A fake.", "What is 2 + 2?": "4."})
     send(page, "Hello")
     send(page, "Who are you?")
-    page.button(key="edit").click().run()
+    action(page, "edit").click().run()
     page.text_area(key="edit_text").set_value("What is 2 + 2?").run()
     page.button(key="edit_send").click().run()
     assert chat_messages(page) == [("user", "Hello"), ("assistant", "Hi."), ("user", "What is 2 + 2?"),
