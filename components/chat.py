@@ -94,7 +94,7 @@ def _delete_button(message: dict[str, Any], after: int, busy: bool) -> bool:
                     help="Delete this message and everything after it, on every branch"):
         st.write(f"Delete this message and the {after:,} after it on this branch (and on any branch under it)?"
                  if after else "Delete this message (and any branch under it)?")
-        return st.button("Delete", key=f"delete_confirm_{message['id']}", type="primary")
+        return st.button("Delete", key=f"delete_confirm_{message['id']}", type="primary", disabled=busy)
 
 
 def render_history(messages: Sequence[dict[str, Any]], actions: bool, busy: bool = False,

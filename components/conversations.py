@@ -39,7 +39,7 @@ def highlighted(snippet: str) -> str:
         hit, _, rest = rest.partition(HIT_END)
         out += [plain(before), f":orange-background[**{plain(hit)}**]"]
     out.append(plain(rest))
-    return " ".join(" ".join(out).split())
+    return " ".join("".join(out).split())
 
 
 def _date(timestamp: float) -> str:

@@ -10,6 +10,7 @@ import streamlit as st
 from chat_engine.params import GenerationParams
 from common.errors import MoEChatError
 from components import state
+from components.chat import HISTORY_PAGE, INPUT_KEY
 from conversations.records import AnswerStats
 
 QUERY_KEY = "c"  # ?c=<conversation id>: a refresh or a bookmark reopens the conversation
@@ -75,7 +76,7 @@ class Journal:
         if at is not None:
             found = next((i for i, m in enumerate(conv.messages) if m.id == at), None)
             if found is not None:  # far back on a long branch: draw back to it
-                st.session_state[state.HISTORY_SHOWN] = max(len(conv.messages) - found, 1)
+                st.session_state[state.HISTORY_SHOWN] = max(len(conv.messages) - found, HISTORY_PAGE)
         st.session_state[state.CONVERSATION_ID] = conv.id
         st.session_state[state.CONVERSATION_MODEL] = conv.model_id
         st.session_state[state.SYSTEM_PROMPT] = conv.system_prompt
@@ -164,8 +165,16 @@ class Journal:
         self._show(conv)
 
     def reload_if_changed(self) -> None:
+        """Read this tab's branch again when this tab wrote to it, or when another tab added or deleted messages
+        (new versions for the arrows, a branch gone: one cheap query tells). Not under a message being sent: it
+        goes where the tab showed it would (a new branch, if another tab went on meanwhile), and not for a
+        conversation deleted meanwhile: what was typed is given back with the reason when it is written."""
         if st.session_state.get(state.RELOAD):
             self.reload()
+        elif self.current_id is not None and not st.session_state.get(INPUT_KEY):
+            revision = self.store.revision(self.current_id)
+            if revision is not None and revision != st.session_state.get(state.REVISION):
+                self.reload()
 
     def _show(self, conv: Any) -> None:
         st.session_state[state.MESSAGES] = [

@@ -197,6 +197,13 @@ class ConversationStore:
                                (conv_id, self.owner)).fetchone()
         return ConversationSummary(*row[:5], pinned=bool(row[5]), folder=row[6]) if row else None
 
+    def revision(self, conv_id: str) -> int | None:
+        """How many times the conversation's messages were added to or deleted (cheap), or None if it is gone."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute("SELECT revision FROM conversations WHERE id = ? AND owner IS ?",
+                               (conv_id, self.owner)).fetchone()
+        return row[0] if row else None
+
     def _tree(self, conn: sqlite3.Connection, conv_id: str) -> Tree:
         return Tree.of(conn.execute("SELECT id, parent_id FROM messages WHERE conversation_id = ?", (conv_id,)))
 

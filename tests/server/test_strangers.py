@@ -157,6 +157,6 @@ def test_a_server_killed_mid_answer_keeps_the_answer_written_so_far(tmp_path, ra
 
         run(scenario())
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT role, content, partial FROM messages ORDER BY position").fetchall()
+        rows = conn.execute("SELECT role, content, partial FROM messages ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["user", "assistant"]
     assert rows[0][1] == "Tell me a story." and rows[1][2] == 1 and rows[1][1].strip()  # the partial answer
