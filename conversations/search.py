@@ -12,6 +12,7 @@ reached (ids in (upto, target]), so no message is indexed twice.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -77,9 +78,13 @@ def has_trigram_fts(conn: sqlite3.Connection) -> bool:
         return False
 
 
+_TERM = re.compile(r'"([^"]+)"|(\S+)')
+
+
 def terms_of(query: str) -> list[str]:
-    """The words of a query (at most MAX_TERMS, each matched as typed, case aside)."""
-    return [term for term in query.split() if term][:MAX_TERMS]
+    """The words of a query, a "quoted phrase" as one (at most MAX_TERMS, each matched as typed, case aside)."""
+    terms = [" ".join((phrase or word).split()) for phrase, word in _TERM.findall(query)]
+    return [term for term in terms if term.strip('"')][:MAX_TERMS]
 
 
 def _like(term: str) -> str:

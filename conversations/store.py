@@ -289,15 +289,17 @@ class ConversationStore:
                                  "tab.")
 
     def move_to(self, conv_id: str, message_id: int) -> int:
-        """Leave the conversation on the newest branch through `message_id` (a sibling chosen, a search hit opened);
-        returns that branch's last message."""
+        """Leave the conversation on a branch through `message_id` (a sibling chosen, a search hit opened): the one
+        it is on if that holds the message, else the newest under the message; returns the branch's last message."""
         with self._transaction(write=True) as conn:
             self._title_state(conn, conv_id)
             tree = self._tree(conn, conv_id)
             if message_id not in tree:
                 raise StoreError("That message was deleted (perhaps in another tab); the conversation is shown again "
                                  "as it is now.")
-            leaf = tree.newest_leaf(message_id)
+            (active,) = conn.execute("SELECT active_leaf FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            on_branch = active in tree and message_id in tree.path(active)
+            leaf = active if on_branch else tree.newest_leaf(message_id)
             conn.execute("UPDATE conversations SET active_leaf = ? WHERE id = ?", (leaf, conv_id))
         return leaf
 

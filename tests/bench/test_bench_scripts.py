@@ -37,6 +37,10 @@ EXPECTED = {
                         r"2 users x 1 messages through the page, vLLM: 2/2 correct in [\d.]+ s = [\d.]+ answers/s",
                         r"2 users x 1 messages through the page, in-process: 2/2 correct in [\d.]+ s = [\d.]+ "
                         r"answers/s"],
+    "bench_search.py": [r"index built in [\d.]+ s \(\d+ resumable steps\): database [\d.]+ MiB with it",
+                        r"'混合专家' \(index\): p50 [\d.]+ ms, p95 [\d.]+ ms, [1-9]\d* hits",
+                        r"'显卡' \(LIKE\): p50 [\d.]+ ms, p95 [\d.]+ ms, [1-9]\d* hits",
+                        r"search over 3,000 messages: p50 [\d.]+ ms, p95 [\d.]+ ms \(target p95 <= 300 ms: met\)"],
     "load_test.py": [r"2 users x 1 messages in [\d.]+ s: 2/2 answers complete and correct, 0 failed",
                      r"latency \(send to full answer\): p50 [\d.]+ s", r"queue: \d+/2 requests waited in line",
                      r"server memory: \d+ MiB before, \d+ MiB after"],

@@ -43,6 +43,7 @@ def test_an_edit_of_message_3_is_a_branch_and_the_original_ten_stay_whole(store)
     assert now.messages[2].siblings == (ids[2], edited.id) and now.branches == 2  # "2/2"
     back = store.move_to(conv, ids[2])  # the arrow back: the newest path under the original message 3
     assert back == ids[9]
+    assert store.move_to(conv, ids[0]) == ids[9]  # a message on the branch shown (a search hit): it stays there
     again = store.get(conv).messages
     assert [(m.id, m.content, m.stats, m.created_at) for m in again] == \
         [(m.id, m.content, m.stats, m.created_at) for m in before]  # the original 10, their stats with them
