@@ -128,3 +128,16 @@ def test_pinned_first_and_a_folder_lists_only_its_own(app):
     assert [b.key for b in app.sidebar.button if b.key.startswith("open_")] == [f"open_{first}", f"open_{second}"]
     app.sidebar.selectbox(key="folder_filter").set_value("greetings").run()
     assert [b.key for b in app.sidebar.button if b.key.startswith("open_")] == [f"open_{first}"]
+
+
+def test_without_full_text_search_the_sidebar_says_so_and_still_finds(page_for, models_file, monkeypatch):
+    from conversations import search
+
+    monkeypatch.setattr(search, "has_trigram_fts", lambda conn: False)  # an SQLite built without FTS5
+    app = page_for(models_file)
+    app.chat_input[0].set_value("What is 2 + 2?").run()
+    app.sidebar.button(key="clear_conversation").click().run()
+    app.sidebar.text_input(key="search_query").set_value("2 + 2").run()
+    assert not app.exception
+    assert "no full-text search" in " ".join(c.value for c in app.sidebar.caption)
+    assert [b for b in app.sidebar.button if b.key.startswith("hit_")]

@@ -187,6 +187,7 @@ def test_a_15k_message_conversation_reruns_fast_and_shows_the_earlier_messages_o
         started = time.perf_counter()
         opened.run()
         timings.append(time.perf_counter() - started)
+    print(f"15,000-message conversation: reruns in {min(timings):.3f} s (best of {timings})")
     assert min(timings) < 0.5, timings
     texts = [m.markdown[0].value for m in opened.chat_message]
     assert len(texts) == 50 and texts[-1] == "message 14999"
